@@ -1,0 +1,32 @@
+# `make run` and `make test` set up what is missing, then do the job.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install clean-venv viz repro
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	# torch first, from the pinned version, so pip never resolves a CUDA build on its own
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/kedro run
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+viz: $(STAMP)
+	$(VENV)/bin/kedro viz run --no-browser --host 127.0.0.1 --port 4141
+
+repro: $(STAMP)
+	$(VENV)/bin/dvc repro
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Canonical data: schema, id maps, splits and source adapters. Never imports Kedro."""
