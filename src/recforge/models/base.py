@@ -1,0 +1,86 @@
+"""What every model family provides, and the network interface the fit loop and evaluation use.
+
+A family is a literal entry in `models.registry.FAMILIES`: a frozen config class plus three
+functions — build the network, turn a split into batches, compute the loss of a batch. The one fit
+loop (`training.loop.fit`) and the one estimator (`training.recommender.Recommender`) do the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from recforge.data.interactions import InteractionData
+
+Batch = dict[str, torch.Tensor]
+
+
+class ModelConfig(BaseModel):
+    """Base of every family's hyper-parameters: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RecommenderNetwork(nn.Module):
+    """A network that scores (user, item) pairs.
+
+    `forward(user, item)` returns one score per pair; `score_all(user, history)` returns the scores
+    of every item for each user in a batch, where `history` is the users' dense training rows
+    (autoencoders and neighbourhood models score from it; factor models ignore it). The default
+    `score_all` evaluates `forward` on the full cross product in item chunks; factor models
+    override it with one matrix product.
+    """
+
+    n_users: int
+    n_items: int
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:  # (B,), (B,) -> (B,)
+        raise NotImplementedError
+
+    def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """(B,), (B, n_items) -> (B, n_items)."""
+        b = user.shape[0]
+        items = torch.arange(self.n_items, device=user.device)
+        chunk = max(1, 2**20 // max(b, 1))
+        out = []
+        for start in range(0, self.n_items, chunk):
+            it = items[start : start + chunk]  # (C,)
+            u = user.repeat_interleave(len(it))  # (B*C,)
+            i = it.repeat(b)  # (B*C,)
+            out.append(self(u, i).view(b, len(it)))
+        return torch.cat(out, dim=1)
+
+    def item_embeddings(self) -> torch.Tensor | None:
+        """(n_items, D) item vectors for `similar_items`, or None when the family has none."""
+        return None
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: its name (the same string everywhere), config and three functions.
+
+    - `build(config, train, item_vectors)` -> network (item_vectors: optional (n_items, D) float
+      tensor of pretrained item vectors to initialise from);
+    - `batches(network, train, config, batch_size, generator)` -> iterator over one epoch's batches
+      (dicts of tensors on CPU; the loop moves them to the device);
+    - `loss(network, batch, config)` -> scalar tensor. A loss that does not require grad means the
+      family updated its parameters itself (closed-form steps such as ALS), and the loop skips
+      backward.
+    `epochs_default` lets parameter-free baselines (random, popularity) run zero epochs.
+    """
+
+    name: str
+    config: type[ModelConfig]
+    build: Callable[[ModelConfig, InteractionData, torch.Tensor | None], RecommenderNetwork]
+    batches: Callable[
+        [RecommenderNetwork, InteractionData, ModelConfig, int, torch.Generator], Iterator[Batch]
+    ]
+    loss: Callable[[RecommenderNetwork, Batch, ModelConfig], torch.Tensor]
+    task: Literal["ranking", "rating"] = "ranking"
+    trainable: bool = True
+    paper: str = ""
