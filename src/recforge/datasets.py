@@ -31,6 +31,7 @@ class BinaryFileDataset(AbstractDataset[bytes, bytes]):
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -41,3 +42,34 @@ class BinaryFileDataset(AbstractDataset[bytes, bytes]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+class RecommenderDataset(AbstractDataset):
+    """A trained `Recommender` as a folder: state_dict + validated config + training matrix.
+
+    Saved atomically by `Recommender.save`; loaded with `torch.load(weights_only=True)`.
+    """
+
+    def __init__(self, path: str, map_location: str = "cpu", metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self._map_location = map_location
+        self.metadata = metadata
+
+    def _load(self):
+        from recforge.training.recommender import Recommender
+
+        if not (self._path / "config.json").is_file():
+            raise DatasetError(
+                f"no trained model at {self._path}: run `kedro run --pipelines training "
+                f"--namespaces {self._path.name}` first"
+            )
+        return Recommender.load(self._path, map_location=self._map_location)
+
+    def _save(self, data) -> None:
+        data.save(self._path)
+
+    def _exists(self) -> bool:
+        return (self._path / "config.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

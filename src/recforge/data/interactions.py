@@ -41,17 +41,26 @@ class InteractionData:
 
     @classmethod
     def from_frame(
-        cls, frame: pd.DataFrame, n_users: int, n_items: int, *, name: str = "split"
+        cls,
+        frame: pd.DataFrame,
+        n_users: int,
+        n_items: int,
+        *,
+        name: str = "split",
+        events: tuple[str, ...] | None = None,
     ) -> InteractionData:
         """From a split table (`user_idx`, `item_idx`, `value`, `timestamp`).
 
         Rows whose user or item is unknown to the id maps (idx -1: cold start) are dropped here;
-        protocols that report cold-start slices read them from the frame itself.
+        protocols that report cold-start slices read them from the frame itself. `events` keeps
+        only those event types (e.g. `("rating",)` for explicit models).
         """
         missing = [c for c in ("user_idx", "item_idx", "value", "timestamp") if c not in frame.columns]
         if missing:
             raise DataError(f"missing column(s) {missing}", source=name, column=missing[0])
         known = (frame["user_idx"].to_numpy() >= 0) & (frame["item_idx"].to_numpy() >= 0)
+        if events is not None:
+            known &= frame["event"].astype("string").isin(list(events)).to_numpy()
         f = frame.loc[known]
         session = None
         if "session_id" in f.columns and f["session_id"].notna().any():

@@ -43,8 +43,8 @@ USER_COLUMNS: dict[str, object] = {"user_id": STRING}
 # Columns that may hold nulls; every other canonical column must be fully populated.
 NULLABLE = {"session_id", "text", "category", "price", "image_path", "audio_path"}
 
-# 2000-01-01 .. 2100-01-01: anything outside is a unit mix-up (ms, ns) or garbage.
-MIN_TIMESTAMP = 946_684_800
+# 1990-01-01 .. 2100-01-01 (MovieLens 100K is from 1997): outside is a unit mix-up (ms) or garbage.
+MIN_TIMESTAMP = 631_152_000
 MAX_TIMESTAMP = 4_102_444_800
 
 
@@ -127,7 +127,7 @@ def coerce_timestamps(raw: pd.Series, source: str, column: str = "timestamp") ->
     implausible = (out < MIN_TIMESTAMP) | (out > MAX_TIMESTAMP)
     if implausible.any():
         raise DataError(
-            "timestamps outside 2000..2100 (milliseconds instead of seconds?)",
+            "timestamps outside 1990..2100 (milliseconds instead of seconds?)",
             source=source,
             column=column,
             rows=_bad_rows(implausible),

@@ -71,7 +71,9 @@ class Family:
     - `loss(network, batch, config)` -> scalar tensor. A loss that does not require grad means the
       family updated its parameters itself (closed-form steps such as ALS), and the loop skips
       backward.
-    `epochs_default` lets parameter-free baselines (random, popularity) run zero epochs.
+    `trainable=False` marks families fitted in `build` (random, popularity, item_knn): the loop
+    runs zero epochs for them. `pretrain(network, train, config, train_config)`, when given, runs
+    after `build` and before the loop (greedy layer-wise pretraining); `load` skips it.
     """
 
     name: str
@@ -84,3 +86,14 @@ class Family:
     task: Literal["ranking", "rating"] = "ranking"
     trainable: bool = True
     paper: str = ""
+    pretrain: Callable[..., None] | None = None
+
+
+def no_batches(network, train, config, batch_size, generator) -> Iterator[Batch]:
+    """For families fitted in `build` (counts, similarities): an epoch has no batches."""
+    return iter(())
+
+
+def no_loss(network, batch, config) -> torch.Tensor:
+    """Never called for families without batches."""
+    raise RuntimeError("this family has no trainable loss")

@@ -1,0 +1,385 @@
+"""Train / valid / test splits of the canonical interactions, and the id maps fitted on train.
+
+Every strategy is a pure, vectorised function of the interactions (and a seed where chance is
+involved) that returns one label per row: TRAIN, VALID or TEST. Rows are first put in a stable
+time order (timestamp, then original position), so ties are always broken the same way and two
+runs with the same config give byte-identical splits.
+
+Strategies (`SplitConfig.strategy`):
+- `random`: a seeded share of rows to valid and test.
+- `temporal`: global cut points in time at the (1 - test) and (1 - test - valid) quantiles.
+- `leave_last_out`: per user, the last interaction to test and the one before to valid.
+- `last_sessions`: sessions ordered by start time; the last ones to test, those before to valid.
+- `cold_start_items`: a seeded share of items held out entirely (all their rows to valid/test).
+- `presplit`: the source's own held-out file is test; valid is carved from train by leave-last-out.
+
+`valid_fraction = 0` means "no validation split" for every strategy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from recforge.data.errors import DataError
+from recforge.data.idmap import UNKNOWN, IdMap
+from recforge.data.schema import EVENTS, INTERACTION_COLUMNS
+
+logger = logging.getLogger(__name__)
+
+TRAIN, VALID, TEST = 0, 1, 2
+
+Strategy = Literal["random", "temporal", "leave_last_out", "last_sessions", "cold_start_items", "presplit"]
+
+
+class SplitConfig(BaseModel):
+    """How to filter and split the interactions (`params:splitting`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategy: Strategy = "temporal"
+    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    min_user_interactions: int = Field(default=1, ge=0)
+    min_item_interactions: int = Field(default=1, ge=0)
+    seed: int = Field(default=42, ge=0)
+    events: tuple[str, ...] | None = None  # None keeps every event type
+    dedupe: bool = False
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("events must name at least one event type, or be null for all")
+        unknown = sorted(set(v) - set(EVENTS))
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; allowed {list(EVENTS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _fractions_leave_train(self) -> SplitConfig:
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"valid_fraction + test_fraction must be < 1 (got {self.valid_fraction} + "
+                f"{self.test_fraction}), or nothing is left to train on"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The result of `split_interactions`: three tables with `user_idx`/`item_idx`, the maps, a summary."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    user_map: IdMap
+    item_map: IdMap
+    summary: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Filtering
+
+
+def time_order(df: pd.DataFrame) -> np.ndarray:
+    """Positions of `df`'s rows in stable time order: by timestamp, ties by original position."""
+    return np.argsort(df["timestamp"].to_numpy(), kind="stable")
+
+
+def filter_events(df: pd.DataFrame, events: tuple[str, ...] | None, source: str = "interactions") -> pd.DataFrame:
+    """Rows whose event is one of `events` (all rows when `events` is None)."""
+    if events is None:
+        return df
+    out = df[df["event"].isin(events).to_numpy()].reset_index(drop=True)
+    if out.empty and not df.empty:
+        present = sorted(str(e) for e in pd.unique(df["event"].dropna()))
+        raise DataError(
+            f"no rows left after keeping events {list(events)}; the table has {present}",
+            source=source,
+            column="event",
+            hint="Set splitting.events to event types the data has, or null for all",
+        )
+    return out
+
+
+def dedupe_pairs(df: pd.DataFrame) -> pd.DataFrame:
+    """Drop repeated user-item pairs, keeping each pair's last interaction in time."""
+    order = time_order(df)
+    repeated = np.empty(len(df), dtype=bool)
+    repeated[order] = df.iloc[order].duplicated(subset=["user_id", "item_id"], keep="last").to_numpy()
+    # Rows stay in the input's order: dedupe changes only which rows exist.
+    return df[~repeated].reset_index(drop=True)
+
+
+def filter_k_core(df: pd.DataFrame, min_user: int, min_item: int, source: str = "interactions") -> pd.DataFrame:
+    """Rows of the k-core: every remaining user has >= min_user rows and every item >= min_item.
+
+    Dropping a sparse item can push a user below its threshold and vice versa, so this repeats
+    until nothing changes (a fixed point). Raises `DataError` if nothing survives.
+    """
+    if min_user < 0 or min_item < 0:
+        raise DataError(f"negative k-core thresholds ({min_user}, {min_item})", source=source)
+    out = df.reset_index(drop=True)
+    rounds = 0
+    while True:
+        user_n = out.groupby("user_id", sort=False, observed=True)["user_id"].transform("size")
+        item_n = out.groupby("item_id", sort=False, observed=True)["item_id"].transform("size")
+        keep = ((user_n >= min_user) & (item_n >= min_item)).to_numpy()
+        if keep.all():
+            break
+        out = out[keep].reset_index(drop=True)
+        rounds += 1
+    if out.empty and not df.empty:
+        raise DataError(
+            f"no interactions survive the ({min_user}, {min_item})-core",
+            source=source,
+            column="user_id",
+            hint="Lower splitting.min_user_interactions / splitting.min_item_interactions",
+        )
+    logger.info(
+        "k-core (%d, %d): %d -> %d interactions after %d round(s)", min_user, min_item, len(df), len(out), rounds
+    )
+    return out
+
+
+def filter_interactions(interactions: pd.DataFrame, config: SplitConfig, source: str = "interactions") -> pd.DataFrame:
+    """Events to keep, then (optionally) dedupe, then the k-core: the rows every split draws from."""
+    _require_canonical(interactions, source)
+    out = filter_events(interactions.reset_index(drop=True), config.events, source)
+    if config.dedupe:
+        out = dedupe_pairs(out)
+    return filter_k_core(out, config.min_user_interactions, config.min_item_interactions, source)
+
+
+# --------------------------------------------------------------------------------------------
+# Strategies: each returns an int8 label (TRAIN / VALID / TEST) per row of its input.
+
+
+def _n_of(fraction: float, n: int) -> int:
+    # A positive fraction of a small table still holds out at least one row.
+    return 0 if fraction <= 0 else max(1, int(round(fraction * n)))
+
+
+def _label_tail(n: int, n_valid: int, n_test: int) -> np.ndarray:
+    """Labels for n rows already in order: the last n_test TEST, the n_valid before them VALID."""
+    labels = np.full(n, TRAIN, dtype=np.int8)
+    labels[max(n - n_test, 0) :] = TEST
+    labels[max(n - n_test - n_valid, 0) : max(n - n_test, 0)] = VALID
+    return labels
+
+
+def label_random(df: pd.DataFrame, valid_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    """A seeded random share of rows to valid and test."""
+    n = len(df)
+    perm = np.random.default_rng(seed).permutation(n)
+    labels = np.empty(n, dtype=np.int8)
+    labels[perm] = _label_tail(n, _n_of(valid_fraction, n), _n_of(test_fraction, n))
+    return labels
+
+
+def label_temporal(df: pd.DataFrame, valid_fraction: float, test_fraction: float) -> np.ndarray:
+    """Global cut points in time: the latest rows to test, the ones before to valid."""
+    n = len(df)
+    order = time_order(df)
+    labels = np.empty(n, dtype=np.int8)
+    labels[order] = _label_tail(n, _n_of(valid_fraction, n), _n_of(test_fraction, n))
+    return labels
+
+
+def label_leave_last_out(df: pd.DataFrame, with_valid: bool = True) -> np.ndarray:
+    """Per user: last interaction in time to test, the one before to valid.
+
+    A user needs at least one training row besides the held-out ones (3 rows, or 2 without
+    valid); users with fewer stay train-only.
+    """
+    order = time_order(df)
+    users = df["user_id"].iloc[order]
+    from_end = users.groupby(users, sort=False, observed=True).cumcount(ascending=False).to_numpy()
+    size = users.groupby(users, sort=False, observed=True).transform("size").to_numpy()
+    held = 2 if with_valid else 1
+    eligible = size > held
+    sorted_labels = np.full(len(df), TRAIN, dtype=np.int8)
+    sorted_labels[eligible & (from_end == 0)] = TEST
+    if with_valid:
+        sorted_labels[eligible & (from_end == 1)] = VALID
+    labels = np.empty(len(df), dtype=np.int8)
+    labels[order] = sorted_labels
+    return labels
+
+
+def label_last_sessions(
+    df: pd.DataFrame, valid_fraction: float, test_fraction: float, source: str = "interactions"
+) -> np.ndarray:
+    """Sessions ordered by start time (ties: first appearance); the last ones to test, then valid."""
+    sessions = df["session_id"]
+    missing = sessions.isna().to_numpy()
+    if missing.any():
+        raise DataError(
+            "rows without a session_id; strategy 'last_sessions' needs sessions",
+            source=source,
+            column="session_id",
+            rows=np.flatnonzero(missing).tolist(),
+            hint="Use strategy 'temporal' or 'leave_last_out' for data without sessions",
+        )
+    order = time_order(df)
+    ordered = sessions.iloc[order]
+    # Codes in order of first appearance in time = sessions ordered by start time, ties stable.
+    codes_sorted, _ = pd.factorize(ordered)
+    n_sessions = int(codes_sorted.max()) + 1 if len(codes_sorted) else 0
+    session_labels = _label_tail(n_sessions, _n_of(valid_fraction, n_sessions), _n_of(test_fraction, n_sessions))
+    labels = np.empty(len(df), dtype=np.int8)
+    labels[order] = session_labels[codes_sorted]
+    return labels
+
+
+def label_cold_start_items(df: pd.DataFrame, valid_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    """A seeded share of items held out entirely: every row of a held-out item goes to valid/test."""
+    # Sorted ids first, so the draw depends on the seed and the item set, not on row order.
+    items = pd.Index(df["item_id"].unique()).sort_values()
+    n = len(items)
+    perm = np.random.default_rng(seed).permutation(n)
+    item_labels = np.empty(n, dtype=np.int8)
+    item_labels[perm] = _label_tail(n, _n_of(valid_fraction, n), _n_of(test_fraction, n))
+    return item_labels[items.get_indexer(df["item_id"])]
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _require_canonical(df: pd.DataFrame, source: str) -> None:
+    missing = [c for c in INTERACTION_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"missing canonical column(s) {missing}; found {list(df.columns)}",
+            source=source,
+            column=missing[0],
+            hint="Run the ingestion pipeline so the table has the canonical schema",
+        )
+
+
+def _with_indices(df: pd.DataFrame, user_map: IdMap, item_map: IdMap) -> pd.DataFrame:
+    out = df.iloc[time_order(df)][list(INTERACTION_COLUMNS)].reset_index(drop=True)
+    out["user_idx"] = user_map.to_index(out["user_id"], unknown=UNKNOWN)
+    out["item_idx"] = item_map.to_index(out["item_id"], unknown=UNKNOWN)
+    return out
+
+
+def _split_stats(df: pd.DataFrame) -> dict[str, int]:
+    cold_user = df["user_idx"].to_numpy() == UNKNOWN
+    cold_item = df["item_idx"].to_numpy() == UNKNOWN
+    return {
+        "interactions": len(df),
+        "users": int(df["user_id"].nunique()),
+        "items": int(df["item_id"].nunique()),
+        "cold_start_user_rows": int(cold_user.sum()),
+        "cold_start_item_rows": int(cold_item.sum()),
+        "cold_start_users": int(df.loc[cold_user, "user_id"].nunique()),
+        "cold_start_items": int(df.loc[cold_item, "item_id"].nunique()),
+    }
+
+
+_EMPTY_HINTS = {
+    "random": "raise splitting.{fraction} or use more data",
+    "temporal": "raise splitting.{fraction} or use more data",
+    "leave_last_out": "no user has enough interactions (3, or 2 with valid_fraction 0); use 'temporal' or 'random'",
+    "last_sessions": "raise splitting.{fraction}; the data may have too few sessions",
+    "cold_start_items": "raise splitting.{fraction}; the data may have too few items",
+    "presplit": "the source has no usable held-out file; use another strategy such as 'temporal'",
+}
+
+
+def _check_not_empty(name: str, df: pd.DataFrame, config: SplitConfig) -> None:
+    if not df.empty:
+        return
+    if name == "train":
+        hint = "lower splitting.valid_fraction / splitting.test_fraction or the k-core thresholds"
+    else:
+        hint = _EMPTY_HINTS[config.strategy].format(fraction=f"{name}_fraction")
+    raise DataError(f"the {name!r} split is empty (strategy {config.strategy!r})", source=name, hint=hint)
+
+
+def split_interactions(interactions: pd.DataFrame, heldout: pd.DataFrame | None, config: SplitConfig) -> Splits:
+    """Split filtered interactions by `config.strategy`, fit id maps on train, summarise.
+
+    `interactions` should already be through `filter_interactions`. `heldout` is the source's
+    pre-split test file (used by `presplit` only; its events are filtered and, with `dedupe`, its
+    pairs deduped like the interactions'). Valid/test ids unknown to the train maps get index -1.
+    """
+    _require_canonical(interactions, "interactions")
+    df = interactions.reset_index(drop=True)
+    with_valid = config.valid_fraction > 0
+    strategy = config.strategy
+    if strategy == "random":
+        labels = label_random(df, config.valid_fraction, config.test_fraction, config.seed)
+    elif strategy == "temporal":
+        labels = label_temporal(df, config.valid_fraction, config.test_fraction)
+    elif strategy == "leave_last_out":
+        labels = label_leave_last_out(df, with_valid=with_valid)
+    elif strategy == "last_sessions":
+        labels = label_last_sessions(df, config.valid_fraction, config.test_fraction)
+    elif strategy == "cold_start_items":
+        labels = label_cold_start_items(df, config.valid_fraction, config.test_fraction, config.seed)
+    elif strategy == "presplit":
+        # The source's own test file is the test split; valid is each user's last training row.
+        labels = label_leave_last_out(df, with_valid=False) if with_valid else np.zeros(len(df), np.int8)
+        labels[labels == TEST] = VALID
+    else:  # pragma: no cover - SplitConfig's Literal rules this out
+        raise DataError(f"unknown split strategy {strategy!r}")
+
+    train, valid = df[labels == TRAIN], df[labels == VALID]
+    if strategy == "presplit":
+        if heldout is None:
+            heldout = df.iloc[:0]
+        _require_canonical(heldout, "heldout_interactions")
+        test = filter_events(heldout.reset_index(drop=True), config.events, "heldout_interactions")
+        test = dedupe_pairs(test) if config.dedupe else test
+    else:
+        test = df[labels == TEST]
+
+    parts = {"train": train, "valid": valid, "test": test}
+    for name in ("train", "test", "valid"):
+        if name == "valid" and not with_valid:
+            continue
+        _check_not_empty(name, parts[name], config)
+
+    user_map = IdMap.fit(train["user_id"], "user")
+    item_map = IdMap.fit(train["item_id"], "item")
+    parts = {name: _with_indices(part, user_map, item_map) for name, part in parts.items()}
+
+    summary: dict[str, Any] = {
+        "strategy": strategy,
+        "parameters": config.model_dump(mode="json"),
+        "n_users": len(user_map),
+        "n_items": len(item_map),
+        "splits": {name: _split_stats(part) for name, part in parts.items()},
+    }
+    if strategy in ("temporal", "last_sessions"):
+        summary["cut_timestamps"] = {
+            name: int(parts[name]["timestamp"].min()) for name in ("valid", "test") if not parts[name].empty
+        }
+    logger.info(
+        "split %r: train %d, valid %d, test %d interactions; %d users, %d items in train",
+        strategy,
+        len(parts["train"]),
+        len(parts["valid"]),
+        len(parts["test"]),
+        len(user_map),
+        len(item_map),
+    )
+    return Splits(
+        train=parts["train"],
+        valid=parts["valid"],
+        test=parts["test"],
+        user_map=user_map,
+        item_map=item_map,
+        summary=summary,
+    )

@@ -1,0 +1,33 @@
+"""The model registry: family name -> Family. One literal dict; the name is the same string as the
+module, the Kedro namespace, the parameter key and the leaderboard row."""
+
+from __future__ import annotations
+
+from recforge.models import bpr, item_knn, mf, popularity, random
+from recforge.models import cdae
+from recforge.models import rbm
+from recforge.models import sdae
+from recforge.models import gmf, mlp, neumf
+from recforge.models.base import Family
+
+FAMILIES: dict[str, Family] = {
+    "random": random.FAMILY,
+    "popularity": popularity.FAMILY,
+    "item_knn": item_knn.FAMILY,
+    "mf": mf.FAMILY,
+    "bpr": bpr.FAMILY,
+    "cdae": cdae.FAMILY,
+    "sdae": sdae.FAMILY,
+    "rbm": rbm.FAMILY,
+    "gmf": gmf.FAMILY,
+    "mlp": mlp.FAMILY,
+    "neumf": neumf.FAMILY,
+}
+
+
+def get_family(name: str) -> Family:
+    """The registered family `name`; an unknown name lists the known ones."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise KeyError(f"unknown model family {name!r}; registered: {sorted(FAMILIES)}") from None

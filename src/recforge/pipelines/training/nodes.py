@@ -1,0 +1,52 @@
+"""Training nodes: split tables in, a fitted `Recommender` out.
+
+Each family's node is made by `make_fit_model(family)` so that its parameters are annotated with
+that family's own config class: Kedro validates `params:<family>.model` and
+`params:<family>.training` against them before any node runs.
+"""
+
+# No `from __future__ import annotations`: the annotations below must be real classes, evaluated
+# when each family's function is made, for Kedro's parameter validation to see them.
+import logging
+from collections.abc import Callable
+
+import pandas as pd
+
+from recforge.data.interactions import InteractionData
+from recforge.models.registry import get_family
+from recforge.training.config import TrainConfig
+from recforge.training.recommender import Recommender, uses_ratings
+
+logger = logging.getLogger(__name__)
+
+RATING_EVENTS = ("rating",)
+
+
+def make_fit_model(family: str) -> Callable[..., Recommender]:
+    """The `fit_model` node function of one family, typed with the family's config class."""
+    config_cls = get_family(family).config
+
+    def fit_model(
+        train: pd.DataFrame,
+        valid: pd.DataFrame,
+        user_map: pd.DataFrame,
+        item_map: pd.DataFrame,
+        model: config_cls,  # type: ignore[valid-type]
+        training: TrainConfig,
+    ) -> Recommender:
+        """Fit `family` on the train split, early-stopping on valid when configured."""
+        rec = Recommender(family, model, training)
+        n_users, n_items = len(user_map), len(item_map)
+        events = RATING_EVENTS if rec.uses_ratings else None
+        train_data = InteractionData.from_frame(train, n_users, n_items, name="train", events=events)
+        valid_data = InteractionData.from_frame(valid, n_users, n_items, name="valid")
+        seen = InteractionData.from_frame(train, n_users, n_items, name="train").csr
+        rec.fit(train_data, valid_data, seen=seen)
+        logger.info("%s: trained on %d interactions", family, len(train_data))
+        return rec
+
+    fit_model.__qualname__ = "fit_model"
+    return fit_model
+
+
+__all__ = ["make_fit_model", "uses_ratings"]

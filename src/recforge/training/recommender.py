@@ -1,0 +1,280 @@
+"""The one estimator: any registered family behind implicit's small interface.
+
+`Recommender(family).fit(train, valid)` builds the family's network and runs THE fit loop;
+`recommend`, `similar_items`, `score`, `predict` answer queries by index; `save`/`load` write a
+state_dict, the validated configs and the training matrix — no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recforge.data.errors import DataError, UnknownIdError
+from recforge.data.interactions import InteractionData
+from recforge.models.base import Family, ModelConfig, RecommenderNetwork
+from recforge.models.registry import get_family
+from recforge.training.config import TrainConfig
+from recforge.training.device import resolve_device
+from recforge.training.loop import History, fit
+
+logger = logging.getLogger(__name__)
+
+_FORMAT_VERSION = 1
+
+
+def uses_ratings(family: Family, config: ModelConfig) -> bool:
+    """Whether the family trains on explicit ratings (rating rows only) rather than all events."""
+    return family.task == "rating" or getattr(config, "objective", None) == "mse"
+
+
+class Recommender:
+    """A family's network with fit / recommend / similar_items / save / load."""
+
+    def __init__(
+        self,
+        family: str,
+        config: ModelConfig | dict[str, Any] | None = None,
+        train_config: TrainConfig | dict[str, Any] | None = None,
+    ) -> None:
+        self.family = get_family(family)
+        self.config = (
+            config if isinstance(config, ModelConfig) else self.family.config.model_validate(config or {})
+        )
+        self.train_config = (
+            train_config
+            if isinstance(train_config, TrainConfig)
+            else TrainConfig.model_validate(train_config or {})
+        )
+        self.network: RecommenderNetwork | None = None
+        self.history: History | None = None
+        self._seen: sp.csr_matrix | None = None
+
+    @property
+    def name(self) -> str:
+        return self.family.name
+
+    @property
+    def uses_ratings(self) -> bool:
+        return uses_ratings(self.family, self.config)
+
+    # ---------------------------------------------------------------- fitting
+    def fit(
+        self,
+        train: InteractionData,
+        valid: InteractionData | None = None,
+        *,
+        seen: sp.csr_matrix | None = None,
+        item_vectors: torch.Tensor | None = None,
+        callbacks: Sequence[Any] = (),
+        checkpoint_dir: Path | None = None,
+    ) -> History:
+        """Build the network on `train` and fit it; `seen` (default: train's matrix) is what
+        `recommend` filters and what history-based networks read."""
+        if len(train) == 0:
+            raise DataError("the training split is empty", source="train")
+        torch.manual_seed(self.train_config.seed)
+        self._seen = (seen if seen is not None else train.csr).tocsr().astype(np.float32)
+        self.network = self.family.build(self.config, train, item_vectors)
+        device = resolve_device(self.train_config.device)
+        self.network.to(device)
+        if self.family.pretrain is not None:
+            self.family.pretrain(self.network, train, self.config, self.train_config)
+        validate = None
+        if valid is not None and len(valid) and self.train_config.early_stopping_metric:
+            validate = self._validator(valid)
+        epochs = self.train_config.epochs if self.family.trainable else 0
+        cfg = self.train_config.model_copy(update={"epochs": epochs})
+        family, config = self.family, self.config
+
+        def batches(epoch: int, generator: torch.Generator):
+            return family.batches(self.network, train, config, cfg.batch_size, generator)
+
+        def loss_fn(network, batch):
+            return family.loss(network, batch, config)
+
+        self.history = fit(
+            self.network, batches, loss_fn, cfg, validate=validate, callbacks=callbacks,
+            checkpoint_dir=checkpoint_dir,
+        )
+        self.network.eval()
+        return self.history
+
+    def _validator(self, valid: InteractionData):
+        from recforge.evaluation.protocols import full_ranking
+
+        metric = self.train_config.early_stopping_metric
+        k = int(metric.split("@")[1]) if "@" in metric else 10
+
+        def validate(network) -> dict[str, float]:
+            network.eval()
+            try:
+                return full_ranking(self._score_fn(), self._seen, valid, ks=(k,))
+            finally:
+                network.train()
+
+        return validate
+
+    # ---------------------------------------------------------------- queries
+    def _require_fitted(self) -> RecommenderNetwork:
+        if self.network is None or self._seen is None:
+            raise RuntimeError(f"{self.name}: call fit() or load() first")
+        return self.network
+
+    def _device(self) -> torch.device:
+        net = self._require_fitted()
+        for t in list(net.parameters()) + list(net.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    def _check_users(self, user_idx: np.ndarray) -> np.ndarray:
+        u = np.asarray(user_idx, dtype=np.int64).reshape(-1)
+        bad = (u < 0) | (u >= self._seen.shape[0])
+        if bad.any():
+            raise UnknownIdError("user index", u[bad].tolist())
+        return u
+
+    def _check_items(self, item_idx: np.ndarray) -> np.ndarray:
+        i = np.asarray(item_idx, dtype=np.int64).reshape(-1)
+        bad = (i < 0) | (i >= self._seen.shape[1])
+        if bad.any():
+            raise UnknownIdError("item index", i[bad].tolist())
+        return i
+
+    def history_rows(self, user_idx: np.ndarray) -> torch.Tensor:
+        """Dense (B, n_items) training rows of these users, on the model's device."""
+        rows = self._seen[np.asarray(user_idx)].toarray()
+        return torch.as_tensor(rows, dtype=torch.float32, device=self._device())
+
+    def _score_fn(self):
+        net = self._require_fitted()
+
+        @torch.no_grad()
+        def score(user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+            dev = self._device()
+            return net.score_all(user.to(dev), history.to(dev)).float()
+
+        return score
+
+    @torch.no_grad()
+    def score(self, user_idx: np.ndarray) -> np.ndarray:
+        """Scores of every item for these users: (B, n_items)."""
+        net = self._require_fitted()
+        u = self._check_users(user_idx)
+        user = torch.as_tensor(u, device=self._device())
+        return net.score_all(user, self.history_rows(u)).float().cpu().numpy()
+
+    @torch.no_grad()
+    def predict(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        """Score of each (user, item) pair: (N,). Unknown indices raise `UnknownIdError`."""
+        u, i = self._check_users(user_idx), self._check_items(item_idx)
+        net = self._require_fitted()
+        dev = self._device()
+        try:
+            out = net(torch.as_tensor(u, device=dev), torch.as_tensor(i, device=dev))
+        except NotImplementedError:
+            out = net.score_all(torch.as_tensor(u, device=dev), self.history_rows(u))
+            out = out.gather(1, torch.as_tensor(i, device=dev)[:, None]).squeeze(1)
+        return out.float().cpu().numpy()
+
+    @torch.no_grad()
+    def recommend(
+        self, user_idx: np.ndarray, k: int = 10, filter_already_liked_items: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and scores per user: ((B, k), (B, k))."""
+        u = self._check_users(user_idx)
+        net = self._require_fitted()
+        history = self.history_rows(u)
+        scores = net.score_all(torch.as_tensor(u, device=self._device()), history).float()  # (B, I)
+        if filter_already_liked_items:
+            scores = scores.masked_fill(history > 0, float("-inf"))
+        top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        return top.indices.cpu().numpy(), top.values.cpu().numpy()
+
+    @torch.no_grad()
+    def similar_items(self, item_idx: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Most similar items by cosine of the family's item vectors, excluding the item itself."""
+        i = self._check_items(item_idx)
+        emb = self._require_fitted().item_embeddings()
+        if emb is None:
+            raise NotImplementedError(f"{self.name} has no item vectors for similar_items")
+        emb = torch.nn.functional.normalize(emb.detach().float(), dim=1)  # (I, D)
+        sims = emb[torch.as_tensor(i, device=emb.device)] @ emb.T  # (B, I)
+        sims[torch.arange(len(i)), torch.as_tensor(i)] = float("-inf")
+        top = torch.topk(sims, min(k, sims.shape[1] - 1), dim=1)
+        return top.indices.cpu().numpy(), top.values.cpu().numpy()
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        """Write `model.pt` (state_dict), `config.json` and `seen.npz` into the folder `path`,
+        atomically: a crash leaves the previous model (or nothing), never a mix."""
+        net = self._require_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        try:
+            torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp / "model.pt")
+            sp.save_npz(tmp / "seen.npz", self._seen, compressed=True)
+            meta = {
+                "format_version": _FORMAT_VERSION,
+                "family": self.name,
+                "config": self.config.model_dump(mode="json"),
+                "train_config": self.train_config.model_dump(mode="json"),
+                "n_users": int(self._seen.shape[0]),
+                "n_items": int(self._seen.shape[1]),
+                "torch": torch.__version__,
+            }
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                _rmtree(old)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            _rmtree(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Recommender:
+        """Rebuild the network from `config.json` and load its state_dict (weights_only=True)."""
+        path = Path(path)
+        meta = json.loads((path / "config.json").read_text())
+        rec = cls(meta["family"], meta["config"], meta["train_config"])
+        seen = sp.load_npz(path / "seen.npz").tocsr()
+        state = torch.load(path / "model.pt", map_location=map_location, weights_only=True)
+        shell = _shell_data(seen)
+        rec.network = rec.family.build(rec.config, shell, None)
+        rec.network.load_state_dict(state)
+        rec.network.to(map_location).eval()
+        rec._seen = seen
+        return rec
+
+
+def _shell_data(seen: sp.csr_matrix) -> InteractionData:
+    """Training data rebuilt from the saved matrix, so `build` can size the network on load."""
+    coo = seen.tocoo()
+    return InteractionData(
+        user_idx=coo.row.astype(np.int64),
+        item_idx=coo.col.astype(np.int64),
+        value=coo.data.astype(np.float32),
+        timestamp=np.zeros(len(coo.row), dtype=np.int64),
+        n_users=seen.shape[0],
+        n_items=seen.shape[1],
+    )
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
