@@ -117,26 +117,38 @@ def test_mse_batches_use_ratings_and_weight_negatives():
     torch.testing.assert_close(b["weight"][~neg], torch.ones(4))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_bce_loss_falls(family):
-    rec = _fit(family, _planted(), epochs=15)
+@pytest.fixture(scope="module", params=FAMILIES)
+def planted_fit(request) -> tuple[InteractionData, Recommender]:
+    """Each family fitted once with BCE on the planted groups, shared by the tests below."""
+    train = _planted()
+    return train, _fit(request.param, train, epochs=25)
+
+
+def test_bce_loss_falls(planted_fit):
+    _, rec = planted_fit
     loss = rec.history.loss
     # one positive in five: the best constant logit scores the entropy H(0.2) = 0.50
     constant = -(0.2 * np.log(0.2) + 0.8 * np.log(0.8))
-    assert loss[-1] < loss[0], loss
-    assert loss[-1] < 0.8 * constant, loss
+    assert loss[0] < np.log(2) + 0.01, loss
+    assert loss[-1] < 0.6 * constant, loss
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_learns_planted_groups(family):
-    train = _planted()
-    rec = _fit(family, train, epochs=25)
+def test_learns_planted_groups(planted_fit):
+    train, rec = planted_fit
     users = np.arange(train.n_users)
     top, _ = rec.recommend(users, k=5)
     in_group = (top % GROUPS == users[:, None] % GROUPS).mean()
     # 12 unseen items of the user's group among 72 unseen: random top-5 lists score about 0.17
     assert in_group > 0.9, in_group
     assert not np.take_along_axis(train.csr.toarray(), top, axis=1).any()  # seen items are filtered
+
+
+def test_save_load_round_trip(planted_fit, tmp_path):
+    _, rec = planted_fit
+    rec.save(tmp_path / rec.name)
+    again = Recommender.load(tmp_path / rec.name)
+    np.testing.assert_array_equal(again.score([0, 7]), rec.score([0, 7]))
+    np.testing.assert_array_equal(again.predict([1, 2], [3, 4]), rec.predict([1, 2], [3, 4]))
 
 
 def _ratings(n_users: int = 120, n_items: int = 60, per_user: int = 20, seed: int = 0):

@@ -66,10 +66,10 @@ class InteractionData:
         if "session_id" in f.columns and f["session_id"].notna().any():
             session = pd.factorize(f["session_id"].astype("string").fillna("__none__"))[0].astype(np.int64)
         return cls(
-            user_idx=f["user_idx"].to_numpy(dtype=np.int64),
-            item_idx=f["item_idx"].to_numpy(dtype=np.int64),
-            value=f["value"].to_numpy(dtype=np.float32),
-            timestamp=f["timestamp"].to_numpy(dtype=np.int64),
+            user_idx=f["user_idx"].to_numpy(dtype=np.int64, copy=True),
+            item_idx=f["item_idx"].to_numpy(dtype=np.int64, copy=True),
+            value=f["value"].to_numpy(dtype=np.float32, copy=True),
+            timestamp=f["timestamp"].to_numpy(dtype=np.int64, copy=True),
             n_users=int(n_users),
             n_items=int(n_items),
             session=session,

@@ -121,7 +121,7 @@ def recommend_top_k(
             c = torch.from_numpy(rows.indices.astype(np.int64)).to(device)  # (nnz,)
             history = torch.zeros(b, n_items, device=device)  # (B, n_items)
             history[r, c] = torch.from_numpy(rows.data.astype(np.float32)).to(device)
-            scores = score_fn(torch.from_numpy(u).to(device), history).float()  # (B, n_items)
+            scores = score_fn(torch.from_numpy(u).to(device), history).float().contiguous()  # (B, n_items)
             scores[r, c] = -torch.inf
             if scores_hook is not None:
                 scores_hook(u, scores)

@@ -43,7 +43,7 @@ class MLP(RecommenderNetwork):
         init_embeddings(self.user, self.item)
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        z = self.tower(self.user(user), self.item(item))  # (B, L)
+        z = self.tower(self.user, self.item, user, item)  # (B, L)
         return self.predict(z).squeeze(-1)  # (B,)
 
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:

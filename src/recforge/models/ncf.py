@@ -60,33 +60,58 @@ class Tower(nn.Module):
         sizes = (2 * dim, *layers)
         self.dim = dim
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        for layer in self.layers:
+            # zero biases: the paper's N(0, 0.01) embeddings feed the first layer almost zeros,
+            # so a negative random bias would start a unit dead — often the whole narrow top layer
+            nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
         self.dropout = nn.Dropout(dropout)
         self.out_dim = sizes[-1]
 
-    def forward(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([p, q], dim=-1)  # (B, 2D)
-        for layer in self.layers:
-            x = self.dropout(F.relu(layer(x)))  # (B, L_k)
+    def user_half(self, p: torch.Tensor) -> torch.Tensor:
+        """W_u p + b: the user's share of the first layer, W [p; q] + b = W_u p + W_i q + b."""
+        first = self.layers[0]
+        return F.linear(p, first.weight[:, : self.dim], first.bias)  # (B, L0)
+
+    def item_half(self, q: torch.Tensor) -> torch.Tensor:
+        """W_i q: the item's share of the first layer."""
+        return F.linear(q, self.layers[0].weight[:, self.dim :])  # (B, L0)
+
+    def top(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU of the first layer's pre-activation (…, L0), then the remaining layers."""
+        x = self.dropout(F.relu(x))
+        for layer in self.layers[1:]:
+            x = self.dropout(F.relu(layer(x)))  # (…, L_k)
         return x
 
-    def cross(self, p: torch.Tensor, q: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """h · tower(p_b, q_i) for every user b and item i: (B, D), (I, D), (L,) -> (B, I).
+    def forward(
+        self, user_emb: nn.Embedding, item_emb: nn.Embedding, user: torch.Tensor, item: torch.Tensor
+    ) -> torch.Tensor:
+        """tower([p_u; q_i]) for the pairs (user, item): (B,), (B,) -> (B, L).
 
-        The first layer is linear in the concatenation, W [p; q] = W_u p + W_i q, so it is computed
-        once per user and once per item; the (B, I) cross product costs one add plus the smaller
-        layers, in item chunks that bound memory.
+        The first, widest layer is computed once per distinct user and item of the batch and then
+        gathered: a batch repeats ids (each positive comes with its negatives, and small catalogues
+        recur), which makes this several times cheaper than projecting every pair.
         """
-        first, rest = self.layers[0], self.layers[1:]
-        a_user = F.linear(p, first.weight[:, : self.dim], first.bias)  # (B, L0)
-        a_item = F.linear(q, first.weight[:, self.dim :])  # (I, L0)
+        users, user_inv = torch.unique(user, return_inverse=True)  # (U_b,), (B,)
+        items, item_inv = torch.unique(item, return_inverse=True)  # (I_b,), (B,)
+        a_user = self.user_half(user_emb(users))[user_inv]  # (B, L0)
+        a_item = self.item_half(item_emb(items))[item_inv]  # (B, L0)
+        return self.top(a_user + a_item)  # (B, L)
+
+    def cross(self, p: torch.Tensor, q: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """h · tower([p_b; q_i]) for every user b and item i: (B, D), (I, D), (L,) -> (B, I).
+
+        With the first layer split per user and per item, the (B, I) cross product costs one add
+        plus the smaller layers, in item chunks that bound memory.
+        """
+        a_user, a_item = self.user_half(p), self.item_half(q)  # (B, L0), (I, L0)
         b, n_items = p.shape[0], q.shape[0]
         chunk = max(1, _CROSS_ELEMS // max(1, b * a_user.shape[1]))
-        out = []
-        for start in range(0, n_items, chunk):
-            x = self.dropout(F.relu(a_user[:, None, :] + a_item[None, start : start + chunk]))  # (B, C, L0)
-            for layer in rest:
-                x = self.dropout(F.relu(layer(x)))  # (B, C, L_k)
-            out.append(x @ h)  # (B, C)
+        out = [
+            self.top(a_user[:, None, :] + a_item[None, start : start + chunk]) @ h  # (B, C)
+            for start in range(0, n_items, chunk)
+        ]
         return torch.cat(out, dim=1) if out else p.new_zeros(b, 0)
 
 
@@ -97,10 +122,10 @@ def init_embeddings(*embeddings: nn.Embedding) -> None:
 
 
 def init_output(predict: nn.Linear, config: NCFConfig, train: InteractionData) -> None:
-    """For ratings the output bias starts at the global mean, so the network fits deviations from
-    it rather than spending its first epochs learning the offset."""
-    if config.objective == "mse" and len(train):
-        nn.init.constant_(predict.bias, float(train.value.mean()))
+    """The output bias starts at logit 0 for `bce` and at the global mean for `mse`, so the
+    network fits deviations from it rather than spending its first epochs learning the offset."""
+    mean = float(train.value.mean()) if config.objective == "mse" and len(train) else 0.0
+    nn.init.constant_(predict.bias, mean)
 
 
 def pointwise_batches(

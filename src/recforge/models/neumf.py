@@ -72,7 +72,7 @@ class NeuMF(RecommenderNetwork):
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         g = self.gmf_user(user) * self.gmf_item(item)  # (B, Dg)
-        m = self.tower(self.mlp_user(user), self.mlp_item(item))  # (B, L)
+        m = self.tower(self.mlp_user, self.mlp_item, user, item)  # (B, L)
         return self.predict(torch.cat([g, m], dim=-1)).squeeze(-1)  # (B,)
 
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:

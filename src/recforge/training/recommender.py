@@ -155,6 +155,28 @@ class Recommender:
         rows = self._seen[np.asarray(user_idx)].toarray()
         return torch.as_tensor(rows, dtype=torch.float32, device=self._device())
 
+    def score_fn(self):
+        """`(user (B,), history (B, I)) -> (B, I)` for the evaluation protocols."""
+        return self._score_fn()
+
+    def pair_score_fn(self):
+        """`(user (N,), item (N,)) -> (N,)`; families that only score from a history (item_knn,
+        autoencoders) score each distinct user once and pick the pairs out."""
+        net = self._require_fitted()
+
+        @torch.no_grad()
+        def score(user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+            dev = self._device()
+            user, item = user.to(dev), item.to(dev)
+            try:
+                return net(user, item).float()
+            except NotImplementedError:
+                uniq, inverse = torch.unique(user, return_inverse=True)
+                full = net.score_all(uniq, self.history_rows(uniq.cpu().numpy())).float()  # (U, I)
+                return full[inverse, item]
+
+        return score
+
     def _score_fn(self):
         net = self._require_fitted()
 

@@ -1,0 +1,197 @@
+"""Evaluate a fitted recommender under every protocol, and gather families into a leaderboard.
+
+One `evaluate_recommender` call gives a family's full-ranking metrics (training items masked),
+sampled-ranking metrics (N seeded negatives — reported next to full ranking because the two often
+disagree, Krichene & Rendle 2020), rating metrics for explicit families, warm/cold-start slices and
+catalogue coverage. `build_leaderboard` turns the per-family dicts into one table.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from recforge.data.interactions import InteractionData
+from recforge.evaluation.metrics import catalogue_coverage
+from recforge.evaluation.protocols import (
+    evaluate_slices,
+    rank_users,
+    rating_prediction,
+    sampled_ranking,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class EvaluationConfig(BaseModel):
+    """How every family is evaluated: the same K's, negatives and seed for all."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ks: tuple[int, ...] = Field((5, 10, 20), min_length=1)
+    n_negatives: int = Field(99, gt=0)
+    seed: int = Field(0, ge=0)
+    min_train: int = Field(5, ge=1)
+    batch_size: int = Field(1024, gt=0)
+    top_k: int = Field(10, gt=0)  # length of the recommendation lists written to 07_model_output
+    leaderboard_k: int = Field(10, gt=0)
+
+
+def evaluate_recommender(
+    recommender: Any,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    n_users: int,
+    n_items: int,
+    config: EvaluationConfig,
+) -> dict[str, Any]:
+    """Every protocol for one fitted `Recommender` on a test split (frames with *_idx columns)."""
+    seen = InteractionData.from_frame(train, n_users, n_items, name="train")
+    test_data = InteractionData.from_frame(test, n_users, n_items, name="test")
+    score_fn = recommender.score_fn()
+    out: dict[str, Any] = {"family": recommender.name, "n_test_interactions": int(len(test))}
+
+    ranked = rank_users(score_fn, seen.csr, test_data, config.ks, batch_size=config.batch_size)
+    out["full"] = ranked.summary()
+    k = config.leaderboard_k
+    topk = ranked.topk[:, : min(k, ranked.topk.shape[1])]
+    out["full"][f"coverage@{k}"] = float(catalogue_coverage(topk, n_items))
+
+    out["sampled"] = sampled_ranking(
+        recommender.pair_score_fn(), seen.csr, test_data, n_negatives=config.n_negatives,
+        seed=config.seed, ks=config.ks, batch_size=config.batch_size,
+    )
+    if recommender.uses_ratings:
+        ratings = InteractionData.from_frame(test, n_users, n_items, events=("rating",))
+        out["rating"] = (
+            rating_prediction(recommender.pair_score_fn(), ratings, binary=False) if len(ratings) else {}
+        )
+    out["slices"] = evaluate_slices(
+        score_fn, seen, test, config.ks, min_train=config.min_train, batch_size=config.batch_size
+    )
+    history = getattr(recommender, "history", None)
+    if history is not None:
+        h = history.to_dict()
+        out["fit"] = {
+            "epochs": len(h.get("loss", [])),
+            "best_epoch": h.get("best_epoch"),
+            "seconds": float(np.sum(h.get("seconds", []) or [0.0])),
+            "samples_per_s": float(np.median(h["samples_per_s"])) if h.get("samples_per_s") else None,
+        }
+    return _finite(out)
+
+
+def recommendations_table(
+    recommender: Any, user_map: pd.DataFrame, item_map: pd.DataFrame, k: int, batch_size: int = 2048
+) -> pd.DataFrame:
+    """Top-k unseen items for every known user, as raw ids: user_id, rank, item_id, score."""
+    n_users = len(user_map)
+    items, scores = [], []
+    for start in range(0, n_users, batch_size):
+        users = np.arange(start, min(start + batch_size, n_users))
+        idx, sc = recommender.recommend(users, k=k, filter_already_liked_items=True)
+        items.append(idx)
+        scores.append(sc)
+    idx, sc = np.concatenate(items), np.concatenate(scores)  # (U, k)
+    kk = idx.shape[1]
+    item_ids = item_map["item_id"].to_numpy(dtype=object)
+    return pd.DataFrame(
+        {
+            "user_id": np.repeat(user_map["user_id"].to_numpy(dtype=object), kk),
+            "rank": np.tile(np.arange(1, kk + 1), n_users),
+            "item_id": item_ids[idx.reshape(-1)],
+            "score": sc.reshape(-1).astype(np.float32),
+        }
+    ).astype({"user_id": "string", "item_id": "string"})
+
+
+LEADERBOARD_COLUMNS = ("ndcg", "hr", "recall", "precision", "map", "mrr")
+
+
+def build_leaderboard(metrics: dict[str, dict[str, Any]], k: int = 10) -> pd.DataFrame:
+    """One row per family: full-ranking metrics @k, sampled HR/NDCG @k, RMSE/MAE, coverage, time.
+
+    Sorted by full-ranking NDCG@k, best first.
+    """
+    rows = []
+    for family, m in metrics.items():
+        full, sampled = m.get("full", {}), m.get("sampled", {})
+        row: dict[str, Any] = {"family": family}
+        for name in LEADERBOARD_COLUMNS:
+            row[f"{name}@{k}"] = full.get(f"{name}@{k}")
+        row[f"sampled_hr@{k}"] = sampled.get(f"hr@{k}")
+        row[f"sampled_ndcg@{k}"] = sampled.get(f"ndcg@{k}")
+        row[f"coverage@{k}"] = full.get(f"coverage@{k}")
+        row["rmse"] = m.get("rating", {}).get("rmse")
+        row["mae"] = m.get("rating", {}).get("mae")
+        warm = m.get("slices", {}).get("warm", {})
+        row[f"warm_ndcg@{k}"] = warm.get(f"ndcg@{k}")
+        row["fit_seconds"] = m.get("fit", {}).get("seconds")
+        row["epochs"] = m.get("fit", {}).get("epochs")
+        rows.append(row)
+    board = pd.DataFrame(rows)
+    if len(board):
+        board = board.sort_values(f"ndcg@{k}", ascending=False, na_position="last").reset_index(drop=True)
+    return board
+
+
+def leaderboard_markdown(board: pd.DataFrame, title: str = "Leaderboard") -> str:
+    """The leaderboard as a Markdown table (4 significant decimals, '–' for not applicable)."""
+    cols = list(board.columns)
+    lines = [f"# {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in board.iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                cells.append("–")
+            elif isinstance(v, float):
+                cells.append(f"{v:.4f}" if c != "fit_seconds" else f"{v:.1f}")
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Full ranking: every item ranked, the user's training items masked. Sampled: the test item "
+        "among seeded negatives. RMSE/MAE only for families trained on ratings.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def leaderboard_figure(board: pd.DataFrame, k: int = 10):
+    """A horizontal bar chart of full-ranking NDCG@k and sampled HR@k per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * max(len(board), 4) + 1.2), sharey=True)
+    order = board.iloc[::-1]
+    for ax, col, label in (
+        (axes[0], f"ndcg@{k}", f"full-ranking NDCG@{k}"),
+        (axes[1], f"sampled_hr@{k}", f"sampled HR@{k}"),
+    ):
+        ax.barh(order["family"], order[col].astype(float).fillna(0.0), color="#4c72b0")
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("recforge leaderboard")
+    fig.tight_layout()
+    return fig
+
+
+def _finite(obj: Any) -> Any:
+    """JSON-safe: NaN/inf become None, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

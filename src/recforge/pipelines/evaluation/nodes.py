@@ -1,0 +1,46 @@
+"""Evaluation nodes: a fitted model and the splits in, metrics and recommendation lists out."""
+
+from typing import Any
+
+import pandas as pd
+
+from recforge.evaluation.report import (
+    EvaluationConfig,
+    build_leaderboard,
+    evaluate_recommender,
+    leaderboard_figure,
+    leaderboard_markdown,
+    recommendations_table,
+)
+
+
+def evaluate_model(
+    model: Any,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    user_map: pd.DataFrame,
+    item_map: pd.DataFrame,
+    evaluation: EvaluationConfig,
+) -> dict[str, Any]:
+    """Full, sampled, rating and cold-start metrics of one family on the test split."""
+    return evaluate_recommender(model, train, test, len(user_map), len(item_map), evaluation)
+
+
+def recommend_items(
+    model: Any, user_map: pd.DataFrame, item_map: pd.DataFrame, evaluation: EvaluationConfig
+) -> pd.DataFrame:
+    """Top-K unseen items for every known user, with raw ids."""
+    return recommendations_table(model, user_map, item_map, evaluation.top_k)
+
+
+def report_leaderboard(
+    evaluation: EvaluationConfig, **metrics: dict[str, Any]
+) -> tuple[pd.DataFrame, str, Any, dict[str, Any]]:
+    """Leaderboard table, its Markdown page and chart, and the flat metrics file DVC reads."""
+    k = evaluation.leaderboard_k
+    board = build_leaderboard(metrics, k=k)
+    flat = {
+        row["family"]: {c: row[c] for c in board.columns if c != "family" and pd.notna(row[c])}
+        for _, row in board.iterrows()
+    }
+    return board, leaderboard_markdown(board), leaderboard_figure(board, k=k), flat

@@ -1,0 +1,53 @@
+"""`evaluation`: every trained family on the same split and protocols, then one leaderboard.
+
+The per-family template runs in each family's namespace (`{family}.metrics`,
+`{family}.recommendations` via dataset factories); `report_leaderboard` gathers them all.
+"""
+
+import warnings
+
+from kedro.pipeline import Node, Pipeline
+
+from recforge.models.registry import FAMILIES
+from recforge.pipelines.evaluation.nodes import evaluate_model, recommend_items, report_leaderboard
+
+SHARED = {"train", "test", "user_map", "item_map"}
+
+
+def create_family_pipeline(family: str) -> Pipeline:
+    template = Pipeline(
+        [
+            Node(
+                evaluate_model,
+                inputs=["model", "train", "test", "user_map", "item_map", "params:evaluation"],
+                outputs="metrics",
+                name="evaluate_model",
+            ),
+            Node(
+                recommend_items,
+                inputs=["model", "user_map", "item_map", "params:evaluation"],
+                outputs="recommendations",
+                name="recommend_items",
+            ),
+        ]
+    )
+    return Pipeline(template, namespace=family, inputs=SHARED, parameters={"params:evaluation"})
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    per_family = sum((create_family_pipeline(f) for f in FAMILIES), Pipeline([]))
+    with warnings.catch_warnings():
+        # The leaderboard reads every namespace's `{family}.metrics` by its namespaced name on
+        # purpose; Kedro's warning about dots in dataset names targets hand-written names.
+        warnings.filterwarnings("ignore", message="One or more dataset names contain")
+        leaderboard = Pipeline(
+            [
+                Node(
+                    report_leaderboard,
+                    inputs={"evaluation": "params:evaluation", **{f: f"{f}.metrics" for f in FAMILIES}},
+                    outputs=["leaderboard", "leaderboard_md", "leaderboard_plot", "metrics"],
+                    name="report_leaderboard",
+                )
+            ]
+        )
+    return per_family + leaderboard
