@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -125,7 +125,8 @@ class EncoderResult:
 
     `vectors`: item_id + v0..v{D-1} for every item with usable content; `report`: JSON-ready;
     `encode(items, media=None)` vectorises new (e.g. cold-start) items with the trained module and
-    returns (vector table, skipped records).
+    returns (vector table, skipped records). `preprocessing` is what turns raw content into the
+    network's input beyond the network's own buffers (the text vocabulary), else None.
     """
 
     network: ContentNetwork
@@ -133,6 +134,7 @@ class EncoderResult:
     report: dict[str, Any]
     history: History
     encode: EncodeFn
+    preprocessing: Any = field(default=None)
 
 
 def classification_loss(network: nn.Module, batch: Batch) -> torch.Tensor:

@@ -1,0 +1,179 @@
+"""The contract every registered family keeps (implicit's shared test mixin, as one parametrised
+test module): shapes, a falling loss, seen items filtered, save/load, determinism, exact resume,
+and quality floors on the synthetic shop whose structure is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recforge.data.interactions import InteractionData
+from recforge.data.splits import SplitConfig, filter_interactions, split_interactions
+from recforge.data.synthetic import ShopConfig, generate_shop
+from recforge.evaluation.protocols import full_ranking
+from recforge.models.registry import FAMILIES
+from recforge.training.recommender import Recommender
+
+# Small, fast settings per family for the contract (the real ones live in conf/base).
+FAST: dict[str, tuple[dict, dict]] = {
+    "mf": ({"dim": 16, "l2": 0.01}, {"epochs": 25, "batch_size": 256, "lr": 0.01}),
+    "bpr": ({"dim": 32}, {"epochs": 15, "batch_size": 512, "lr": 0.02}),
+    "gmf": ({"dim": 16}, {"epochs": 8, "batch_size": 1024, "lr": 0.01}),
+    "mlp": ({"dim": 16, "layers": [32, 16]}, {"epochs": 8, "batch_size": 1024, "lr": 0.01}),
+    "neumf": ({"dim": 16, "mlp_dim": 16, "layers": [32, 16]}, {"epochs": 8, "batch_size": 1024, "lr": 0.01}),
+    "cdae": ({"hidden": 32}, {"epochs": 25, "batch_size": 64, "lr": 0.01}),
+    "sdae": ({"hidden": [64, 32], "pretrain_epochs": 3}, {"epochs": 25, "batch_size": 64, "lr": 0.01}),
+    "rbm": ({"hidden": 32}, {"epochs": 25, "batch_size": 64, "lr": 0.02}),
+    "als": ({"factors": 16}, {"epochs": 6}),
+}
+TRAINABLE = [f for f in FAMILIES if FAMILIES[f].trainable]
+RANKING = [f for f in FAMILIES if FAMILIES[f].task == "ranking" and f not in ("random", "popularity")]
+
+
+def make(family: str, **train_overrides) -> Recommender:
+    model, train = FAST.get(family, ({}, {}))
+    return Recommender(family, model, {"device": "cpu", "seed": 3, **train, **train_overrides})
+
+
+@pytest.fixture(scope="module")
+def shop_splits():
+    shop = generate_shop(ShopConfig(preset="tiny", n_users=300, n_items=150, n_sessions=2400, with_media=False))
+    config = SplitConfig(strategy="random", valid_fraction=0.1, test_fraction=0.15, seed=0,
+                         min_user_interactions=3, min_item_interactions=3)
+    s = split_interactions(filter_interactions(shop.interactions, config), None, config)
+    n_users, n_items = len(s.user_map), len(s.item_map)
+    frames = {"train": s.train, "valid": s.valid, "test": s.test}
+    data = {k: InteractionData.from_frame(v, n_users, n_items) for k, v in frames.items()}
+    ratings = {k: InteractionData.from_frame(v, n_users, n_items, events=("rating",)) for k, v in frames.items()}
+    return data, ratings
+
+
+def train_data(family, rec, shop_splits):
+    data, ratings = shop_splits
+    return (ratings if rec.uses_ratings else data)["train"]
+
+
+def fitted(family, shop_splits, **overrides) -> Recommender:
+    data, _ = shop_splits
+    rec = make(family, **overrides)
+    rec.fit(train_data(family, rec, shop_splits), seen=data["train"].csr)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def trained(shop_splits):
+    cache: dict[str, Recommender] = {}
+
+    def get(family: str) -> Recommender:
+        if family not in cache:
+            cache[family] = fitted(family, shop_splits)
+        return cache[family]
+
+    return get
+
+
+def ndcg10(rec: Recommender, shop_splits) -> float:
+    data, _ = shop_splits
+    return full_ranking(rec.score_fn(), data["train"].csr, data["test"], ks=(10,))["ndcg@10"]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_output_shapes(family, trained, shop_splits):
+    rec = trained(family)
+    data, _ = shop_splits
+    users = np.array([0, 1, 2, 5])
+    scores = rec.score(users)
+    assert scores.shape == (4, data["train"].n_items) and np.isfinite(scores).all()
+    items = np.array([3, 4, 7, 9])
+    pairs = rec.predict(users, items)
+    assert pairs.shape == (4,)
+    np.testing.assert_allclose(pairs, scores[np.arange(4), items], rtol=1e-4, atol=1e-5)
+    top, top_scores = rec.recommend(users, k=7)
+    assert top.shape == (4, 7) and top_scores.shape == (4, 7)
+    assert (np.diff(top_scores, axis=1) <= 1e-6).all()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_recommendations_exclude_seen_items(family, trained, shop_splits):
+    rec = trained(family)
+    seen = shop_splits[0]["train"].csr
+    users = np.arange(40)
+    top, _ = rec.recommend(users, k=10, filter_already_liked_items=True)
+    assert not seen.toarray()[users[:, None], top].any()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_unknown_user_or_item_is_a_clear_error(family, trained, shop_splits):
+    rec = trained(family)
+    n_users = shop_splits[0]["train"].n_users
+    with pytest.raises(KeyError, match="unknown user index"):
+        rec.recommend(np.array([n_users + 5]))
+    with pytest.raises(KeyError, match="unknown item index"):
+        rec.predict(np.array([0]), np.array([-1]))
+
+
+@pytest.mark.parametrize("family", TRAINABLE)
+def test_loss_falls(family, trained):
+    losses = trained(family).history.loss
+    assert len(losses) >= 2 and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_save_load_round_trip(family, trained, tmp_path):
+    rec = trained(family)
+    rec.save(tmp_path / family)
+    loaded = Recommender.load(tmp_path / family)
+    users = np.arange(10)
+    np.testing.assert_allclose(loaded.score(users), rec.score(users), rtol=1e-5, atol=1e-6)
+    assert loaded.config == rec.config and loaded.train_config == rec.train_config
+
+
+@pytest.mark.parametrize("family", TRAINABLE)
+def test_same_seed_same_metrics(family, trained, shop_splits):
+    again = fitted(family, shop_splits)
+    assert ndcg10(again, shop_splits) == ndcg10(trained(family), shop_splits)
+    torch.testing.assert_close(
+        again.network.state_dict(), trained(family).network.state_dict(), rtol=0, atol=0
+    )
+
+
+class _StopAfter:
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("family", TRAINABLE)
+def test_interrupted_and_resumed_equals_uninterrupted(family, shop_splits, tmp_path):
+    data, _ = shop_splits
+    epochs = {"epochs": 3}
+    whole = make(family, **epochs)
+    whole.fit(train_data(family, whole, shop_splits), seen=data["train"].csr)
+
+    first = make(family, **epochs)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(train_data(family, first, shop_splits), seen=data["train"].csr,
+                  callbacks=[_StopAfter(1)], checkpoint_dir=tmp_path)
+    resumed = make(family, **epochs)
+    resumed.fit(train_data(family, resumed, shop_splits), seen=data["train"].csr, checkpoint_dir=tmp_path)
+    torch.testing.assert_close(resumed.network.state_dict(), whole.network.state_dict(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", RANKING)
+def test_learned_families_beat_popularity(family, trained, shop_splits):
+    assert ndcg10(trained(family), shop_splits) > ndcg10(trained("popularity"), shop_splits)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if FAMILIES[f].task == "rating"])
+def test_explicit_families_beat_the_global_mean_rmse(family, trained, shop_splits):
+    _, ratings = shop_splits
+    test = ratings["test"]
+    mean = ratings["train"].value.mean()
+    baseline = float(np.sqrt(np.mean((test.value - mean) ** 2)))
+    pred = trained(family).predict(test.user_idx, test.item_idx)
+    rmse = float(np.sqrt(np.mean((test.value - pred) ** 2)))
+    assert rmse < baseline
