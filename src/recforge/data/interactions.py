@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recforge.data.errors import DataError
+from recforge.data.schema import EVENTS
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class InteractionData:
     n_users: int
     n_items: int
     session: np.ndarray | None = field(default=None)  # (N,) int64 session index, or None
+    event: np.ndarray | None = field(default=None)  # (N,) int8 code into schema.EVENTS, or None
 
     def __post_init__(self) -> None:
         n = len(self.user_idx)
@@ -65,7 +67,11 @@ class InteractionData:
         session = None
         if "session_id" in f.columns and f["session_id"].notna().any():
             session = pd.factorize(f["session_id"].astype("string").fillna("__none__"))[0].astype(np.int64)
+        event = None
+        if "event" in f.columns:
+            event = pd.Categorical(f["event"].astype("string"), categories=list(EVENTS)).codes.astype(np.int8)
         return cls(
+            event=event,
             user_idx=f["user_idx"].to_numpy(dtype=np.int64, copy=True),
             item_idx=f["item_idx"].to_numpy(dtype=np.int64, copy=True),
             value=f["value"].to_numpy(dtype=np.float32, copy=True),
