@@ -117,3 +117,17 @@ def test_kedro_viz_build_lists_the_pipelines_nodes(project):
         assert node in tasks
     pipelines = {p.name for p in (project / "build/api/pipelines").iterdir()}
     assert {"ingestion", "validation", "splitting", "training", "evaluation", "__default__"} <= pipelines
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_the_catalog(project):
+    """Runs after the pipeline test above (same project copy): the notebook loads what it wrote."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    if not (project / "data/05_model_input/train.parquet").exists():
+        pytest.skip("needs test_ingestion_validation_splitting_run_through_kedro first")
+    nb = nbformat.read(project / "notebooks/explore_catalog.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(project / "notebooks")}}).execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "interactions" in outputs and "cold-start share" in outputs
