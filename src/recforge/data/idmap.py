@@ -21,7 +21,8 @@ class IdMap:
     """A fitted, immutable mapping between raw ids of one kind ("user" or "item") and indices."""
 
     def __init__(self, ids: Iterable[str], kind: str) -> None:
-        arr = pd.Index(pd.array(list(ids), dtype=pd.StringDtype()))
+        values = ids if isinstance(ids, pd.Series | pd.Index | np.ndarray) else list(ids)
+        arr = pd.Index(pd.array(values, dtype=pd.StringDtype()))
         if arr.has_duplicates:
             raise DataError(f"duplicate {kind} ids in id map", column=f"{kind}_id")
         if arr.isna().any():
@@ -32,7 +33,9 @@ class IdMap:
     @classmethod
     def fit(cls, ids: Iterable[str], kind: str) -> IdMap:
         """Indices in order of first appearance are not stable across runs; sorted ids are."""
-        return cls(sorted(set(pd.Series(list(ids), dtype=pd.StringDtype()).dropna())), kind)
+        values = ids if isinstance(ids, pd.Series) else pd.Series(list(ids))
+        uniq = pd.Series(pd.unique(values.astype(pd.StringDtype()).dropna()), dtype=pd.StringDtype())
+        return cls(uniq.sort_values(kind="stable").reset_index(drop=True), kind)
 
     def __len__(self) -> int:
         return len(self._index)
@@ -75,7 +78,7 @@ class IdMap:
         idx = frame[f"{kind}_idx"].to_numpy()
         if not np.array_equal(idx, np.arange(len(frame))):
             raise DataError(f"{kind}_idx is not 0..n-1 in order", column=f"{kind}_idx")
-        return cls(frame[f"{kind}_id"].tolist(), kind)
+        return cls(frame[f"{kind}_id"], kind)
 
     def __repr__(self) -> str:
         return f"IdMap(kind={self.kind!r}, n={len(self)})"

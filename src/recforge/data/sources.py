@@ -16,6 +16,14 @@ from recforge.data.files import FilesConfig, load_files
 from recforge.data.media import with_manifest
 from recforge.data.movielens import MovieLensConfig, load_movielens100k
 from recforge.data.schema import STRING, empty_interactions
+from recforge.data.session_sources import (
+    DigineticaConfig,
+    RetailRocketConfig,
+    YooChooseConfig,
+    load_diginetica,
+    load_retailrocket,
+    load_yoochoose,
+)
 from recforge.data.synthetic import ShopConfig, generate_shop
 
 logger = logging.getLogger(__name__)
@@ -26,16 +34,23 @@ class IngestionParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source: Literal["synthetic", "movielens100k", "files"] = "synthetic"
+    source: Literal["synthetic", "movielens100k", "files", "yoochoose", "diginetica", "retailrocket"] = "synthetic"
     synthetic: ShopConfig = Field(default_factory=ShopConfig)
     movielens100k: MovieLensConfig = Field(default_factory=MovieLensConfig)
     files: FilesConfig | None = None
+    yoochoose: YooChooseConfig = Field(default_factory=YooChooseConfig)
+    diginetica: DigineticaConfig = Field(default_factory=DigineticaConfig)
+    retailrocket: RetailRocketConfig = Field(default_factory=RetailRocketConfig)
 
     @model_validator(mode="after")
     def _files_configured(self) -> IngestionParams:
         if self.source == "files" and self.files is None:
             raise ValueError("source is 'files' but `ingestion.files` is not set (interactions path, columns, ...)")
         return self
+
+
+# Session benchmarks: each reads its own sub-config of the same name.
+SESSION_LOADERS = {"yoochoose": load_yoochoose, "diginetica": load_diginetica, "retailrocket": load_retailrocket}
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,11 @@ def ingest(params: IngestionParams) -> Ingested:
         interactions, items, users = load_movielens100k(params.movielens100k)
         return Ingested(
             interactions, items, users, empty_interactions(), with_manifest({}), *_no_ground_truth()
+        )
+    if params.source in SESSION_LOADERS:
+        data = SESSION_LOADERS[params.source](getattr(params, params.source))
+        return Ingested(
+            data.interactions, data.items, data.users, empty_interactions(), with_manifest({}), *_no_ground_truth()
         )
     assert params.files is not None  # noqa: S101 - guaranteed by IngestionParams' validator
     data = load_files(params.files)

@@ -12,8 +12,25 @@ Strategies (`SplitConfig.strategy`):
 - `last_sessions`: sessions ordered by start time; the last ones to test, those before to valid.
 - `cold_start_items`: a seeded share of items held out entirely (all their rows to valid/test).
 - `presplit`: the source's own held-out file is test; valid is carved from train by leave-last-out.
+- `last_days`: whole sessions by time: those starting in the last `test_days` days to test, those
+  lying inside the `valid_days` before that to valid, those ending before to train. A session
+  that straddles a cut would leak across it, so it is dropped (and counted).
 
-`valid_fraction = 0` means "no validation split" for every strategy.
+`valid_fraction = 0` means "no validation split" for every strategy (`valid_days = 0` for
+`last_days`).
+
+Session preprocessing (all off by default, so other data splits exactly as before), done by
+`split_interactions` before labelling and reported under `summary["preprocessing"]`:
+- sessions longer than `max_session_length` keep their most recent events (a warning counts them);
+- `min_session_length` joins the user and item thresholds in one core iterated to a fixed point
+  (items, then sessions, again until nothing changes: the GRU4Rec preprocessing, Hidasi et al.
+  2016), e.g. `min_session_length: 2, min_item_interactions: 5`;
+- `train_fraction_recent` keeps only the most recent share of training sessions (1/64 and 1/4 of
+  YooChoose: Tan et al. 2016, "Improved Recurrent Neural Networks for Session-based
+  Recommendations");
+- sessions whose rows are not in time order are counted; every split is put in stable time order,
+  which sorts each session without reordering its ties;
+- test items unknown to train are counted, never an error (their `item_idx` is -1).
 """
 
 from __future__ import annotations
@@ -33,8 +50,12 @@ from recforge.data.schema import EVENTS, INTERACTION_COLUMNS
 logger = logging.getLogger(__name__)
 
 TRAIN, VALID, TEST = 0, 1, 2
+DROPPED = 3  # rows in no split: sessions straddling a last_days cut, old sessions under train_fraction_recent
+DAY = 86_400
 
-Strategy = Literal["random", "temporal", "leave_last_out", "last_sessions", "cold_start_items", "presplit"]
+Strategy = Literal[
+    "random", "temporal", "leave_last_out", "last_sessions", "cold_start_items", "presplit", "last_days"
+]
 
 
 class SplitConfig(BaseModel):
@@ -50,6 +71,16 @@ class SplitConfig(BaseModel):
     seed: int = Field(default=42, ge=0)
     events: tuple[str, ...] | None = None  # None keeps every event type
     dedupe: bool = False
+    test_days: float = Field(default=1.0, gt=0)  # last_days: the last days of the log to test
+    valid_days: float = Field(default=0.0, ge=0)  # last_days: the days before the test days; 0 = none
+    min_session_length: int = Field(default=1, ge=1)  # 2 drops single-event sessions
+    max_session_length: int | None = Field(default=None, ge=1)  # longer sessions keep their last events
+    train_fraction_recent: float = Field(default=1.0, gt=0.0, le=1.0)  # e.g. 1/64 = 0.015625
+
+    @property
+    def with_valid(self) -> bool:
+        """Whether this config asks for a validation split."""
+        return self.valid_days > 0 if self.strategy == "last_days" else self.valid_fraction > 0
 
     @field_validator("events")
     @classmethod
@@ -119,34 +150,41 @@ def dedupe_pairs(df: pd.DataFrame) -> pd.DataFrame:
     return df[~repeated].reset_index(drop=True)
 
 
-def filter_k_core(df: pd.DataFrame, min_user: int, min_item: int, source: str = "interactions") -> pd.DataFrame:
-    """Rows of the k-core: every remaining user has >= min_user rows and every item >= min_item.
+def filter_k_core(
+    df: pd.DataFrame, min_user: int, min_item: int, source: str = "interactions", *, min_session: int = 1
+) -> pd.DataFrame:
+    """Rows of the k-core: every remaining user has >= min_user rows, every item >= min_item and
+    every session (rows with a session_id) >= min_session.
 
-    Dropping a sparse item can push a user below its threshold and vice versa, so this repeats
-    until nothing changes (a fixed point). Raises `DataError` if nothing survives.
+    Dropping a sparse item can push a user or session below its threshold and vice versa, so this
+    repeats until nothing changes (a fixed point). Raises `DataError` if nothing survives.
     """
-    if min_user < 0 or min_item < 0:
-        raise DataError(f"negative k-core thresholds ({min_user}, {min_item})", source=source)
+    if min_user < 0 or min_item < 0 or min_session < 0:
+        raise DataError(f"negative k-core thresholds ({min_user}, {min_item}, {min_session})", source=source)
     out = df.reset_index(drop=True)
     rounds = 0
     while True:
         user_n = out.groupby("user_id", sort=False, observed=True)["user_id"].transform("size")
         item_n = out.groupby("item_id", sort=False, observed=True)["item_id"].transform("size")
         keep = ((user_n >= min_user) & (item_n >= min_item)).to_numpy()
+        if min_session > 1:
+            session_n = out.groupby("session_id", sort=False, dropna=True)["item_id"].transform("size")
+            keep &= (session_n.isna() | (session_n >= min_session)).to_numpy()
         if keep.all():
             break
         out = out[keep].reset_index(drop=True)
         rounds += 1
     if out.empty and not df.empty:
         raise DataError(
-            f"no interactions survive the ({min_user}, {min_item})-core",
+            f"no interactions survive the (user {min_user}, item {min_item}, session {min_session})-core",
             source=source,
             column="user_id",
-            hint="Lower splitting.min_user_interactions / splitting.min_item_interactions",
+            hint="Lower splitting.min_user_interactions / min_item_interactions / min_session_length",
         )
     logger.info(
-        "k-core (%d, %d): %d -> %d interactions after %d round(s)", min_user, min_item, len(df), len(out), rounds
-    )
+        "k-core (user %d, item %d, session %d): %d -> %d interactions after %d round(s)",
+        min_user, min_item, min_session, len(df), len(out), rounds,
+    )  # fmt: skip
     return out
 
 
@@ -157,6 +195,97 @@ def filter_interactions(interactions: pd.DataFrame, config: SplitConfig, source:
     if config.dedupe:
         out = dedupe_pairs(out)
     return filter_k_core(out, config.min_user_interactions, config.min_item_interactions, source)
+
+
+# --------------------------------------------------------------------------------------------
+# Session preprocessing
+
+
+def _session_codes(df: pd.DataFrame) -> np.ndarray:
+    """(N,) a code per session; a row without a session_id is a session of its own."""
+    codes = pd.factorize(df["session_id"])[0].astype(np.int64)  # NA -> -1
+    alone = codes < 0
+    codes[alone] = codes.max(initial=-1) + 1 + np.arange(int(alone.sum()))
+    return codes
+
+
+def count_unsorted_sessions(df: pd.DataFrame) -> int:
+    """Sessions (with a session_id) whose rows, in table order, go back in time somewhere."""
+    codes = pd.factorize(df["session_id"])[0]
+    by_session = np.argsort(codes, kind="stable")  # each session's rows, in table order
+    c, t = codes[by_session], df["timestamp"].to_numpy()[by_session]
+    back = (c[1:] == c[:-1]) & (np.diff(t) < 0) & (c[1:] >= 0)
+    return int(len(np.unique(c[1:][back])))
+
+
+def truncate_sessions(df: pd.DataFrame, max_length: int) -> tuple[pd.DataFrame, int]:
+    """Each session's most recent `max_length` rows (stable time order); rows without a session
+    are kept. Returns the rows, in their input order, and how many sessions were cut."""
+    codes = pd.factorize(df["session_id"])[0]
+    order = np.lexsort((np.arange(len(df)), df["timestamp"].to_numpy(), codes))  # session, time, row
+    c = codes[order]
+    from_end = np.empty(len(df), dtype=np.int64)
+    # Position from the end of the run of equal codes: a reversed cumulative count.
+    run_end = np.r_[np.flatnonzero(c[1:] != c[:-1]), len(c) - 1] if len(c) else np.zeros(0, dtype=np.int64)
+    run_of = np.repeat(np.arange(len(run_end)), np.diff(np.r_[-1, run_end]))
+    from_end[order] = run_end[run_of] - np.arange(len(c))
+    drop = (from_end >= max_length) & (codes >= 0)
+    cut = int(len(np.unique(codes[drop])))
+    if cut:
+        longest = int(np.bincount(codes[codes >= 0]).max())
+        logger.warning(
+            "truncated %d session(s) longer than max_session_length=%d to their most recent events "
+            "(%d events dropped; longest session had %d)", cut, max_length, int(drop.sum()), longest,
+        )  # fmt: skip
+    return df[~drop].reset_index(drop=True), cut
+
+
+def preprocess_sessions(
+    df: pd.DataFrame, config: SplitConfig, source: str = "interactions"
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Count unsorted sessions, truncate long ones, then the (user, item, session) core.
+
+    With the default config the rows come back unchanged.
+    """
+    stats: dict[str, Any] = {
+        "unsorted_sessions": count_unsorted_sessions(df),
+        "truncated_sessions": 0,
+        "rows_in": len(df),
+    }
+    if stats["unsorted_sessions"]:
+        logger.info("%d session(s) had rows out of time order: sorted (stable)", stats["unsorted_sessions"])
+    out = df
+    if config.max_session_length is not None:
+        out, stats["truncated_sessions"] = truncate_sessions(out, config.max_session_length)
+    if config.min_session_length > 1 or stats["truncated_sessions"]:
+        out = filter_k_core(
+            out, config.min_user_interactions, config.min_item_interactions, source,
+            min_session=config.min_session_length,
+        )  # fmt: skip
+    stats["rows_out"] = len(out)
+    stats["sessions_out"] = int(out["session_id"].nunique())
+    return out, stats
+
+
+def keep_recent_train(df: pd.DataFrame, labels: np.ndarray, fraction: float) -> tuple[np.ndarray, int]:
+    """Labels with all but the most recent `fraction` of training sessions (by start time) DROPPED."""
+    if fraction >= 1.0:
+        return labels, 0
+    train = labels == TRAIN
+    codes = _session_codes(df)[train]
+    start = pd.Series(df["timestamp"].to_numpy()[train]).groupby(codes).min()  # per training session
+    # Oldest first; ties by code (first appearance in the table) so the cut is deterministic.
+    ranked = start.index.to_numpy()[np.lexsort((start.index.to_numpy(), start.to_numpy()))]
+    n_keep = max(1, int(np.ceil(fraction * len(ranked))))
+    old = np.zeros(int(codes.max(initial=-1)) + 1, dtype=bool)
+    old[ranked[: len(ranked) - n_keep]] = True
+    out = labels.copy()
+    rows = np.flatnonzero(train)
+    out[rows[old[codes]]] = DROPPED
+    dropped = len(ranked) - n_keep
+    logger.info("train_fraction_recent=%g: kept the %d most recent of %d training sessions", fraction, n_keep,
+                len(ranked))  # fmt: skip
+    return out, dropped
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,6 +369,26 @@ def label_last_sessions(
     return labels
 
 
+def label_last_days(df: pd.DataFrame, test_days: float, valid_days: float) -> tuple[np.ndarray, dict[str, int]]:
+    """Whole sessions by time against cuts `test_days` (and `valid_days` before that) before the
+    last event: test sessions start at or after the test cut, valid ones lie within
+    [valid cut, test cut), train ones end before the valid cut; straddlers are DROPPED.
+
+    Returns the labels and {"test": test cut, "valid": valid cut} in unix seconds.
+    """
+    ts = df["timestamp"].to_numpy()
+    codes = _session_codes(df)
+    first = pd.Series(ts).groupby(codes).transform("min").to_numpy()  # (N,) the row's session start
+    last = pd.Series(ts).groupby(codes).transform("max").to_numpy()  # (N,) the row's session end
+    test_cut = int(ts.max() - round(test_days * DAY)) if len(ts) else 0
+    valid_cut = int(test_cut - round(valid_days * DAY))
+    labels = np.full(len(df), DROPPED, dtype=np.int8)
+    labels[last < valid_cut] = TRAIN
+    labels[(first >= valid_cut) & (last < test_cut)] = VALID
+    labels[first >= test_cut] = TEST
+    return labels, {"test": test_cut, "valid": valid_cut}
+
+
 def label_cold_start_items(df: pd.DataFrame, valid_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
     """A seeded share of items held out entirely: every row of a held-out item goes to valid/test."""
     # Sorted ids first, so the draw depends on the seed and the item set, not on row order.
@@ -294,6 +443,7 @@ _EMPTY_HINTS = {
     "last_sessions": "raise splitting.{fraction}; the data may have too few sessions",
     "cold_start_items": "raise splitting.{fraction}; the data may have too few items",
     "presplit": "the source has no usable held-out file; use another strategy such as 'temporal'",
+    "last_days": "raise splitting.{days}; the log may span too few days",
 }
 
 
@@ -301,23 +451,26 @@ def _check_not_empty(name: str, df: pd.DataFrame, config: SplitConfig) -> None:
     if not df.empty:
         return
     if name == "train":
-        hint = "lower splitting.valid_fraction / splitting.test_fraction or the k-core thresholds"
+        held = "test_days / valid_days" if config.strategy == "last_days" else "valid_fraction / test_fraction"
+        hint = f"lower splitting.{held} or the k-core thresholds"
     else:
-        hint = _EMPTY_HINTS[config.strategy].format(fraction=f"{name}_fraction")
+        hint = _EMPTY_HINTS[config.strategy].format(fraction=f"{name}_fraction", days=f"{name}_days")
     raise DataError(f"the {name!r} split is empty (strategy {config.strategy!r})", source=name, hint=hint)
 
 
 def split_interactions(interactions: pd.DataFrame, heldout: pd.DataFrame | None, config: SplitConfig) -> Splits:
     """Split filtered interactions by `config.strategy`, fit id maps on train, summarise.
 
-    `interactions` should already be through `filter_interactions`. `heldout` is the source's
-    pre-split test file (used by `presplit` only; its events are filtered and, with `dedupe`, its
-    pairs deduped like the interactions'). Valid/test ids unknown to the train maps get index -1.
+    `interactions` should already be through `filter_interactions`; the session preprocessing
+    (see the module docstring) runs first. `heldout` is the source's pre-split test file (used by
+    `presplit` only; its events are filtered and, with `dedupe`, its pairs deduped like the
+    interactions'). Valid/test ids unknown to the train maps get index -1.
     """
     _require_canonical(interactions, "interactions")
-    df = interactions.reset_index(drop=True)
-    with_valid = config.valid_fraction > 0
+    df, preprocessing = preprocess_sessions(interactions.reset_index(drop=True), config)
+    with_valid = config.with_valid
     strategy = config.strategy
+    cuts: dict[str, int] | None = None
     if strategy == "random":
         labels = label_random(df, config.valid_fraction, config.test_fraction, config.seed)
     elif strategy == "temporal":
@@ -332,9 +485,15 @@ def split_interactions(interactions: pd.DataFrame, heldout: pd.DataFrame | None,
         # The source's own test file is the test split; valid is each user's last training row.
         labels = label_leave_last_out(df, with_valid=False) if with_valid else np.zeros(len(df), np.int8)
         labels[labels == TEST] = VALID
+    elif strategy == "last_days":
+        labels, cuts = label_last_days(df, config.test_days, config.valid_days)
+        preprocessing["straddling_sessions_dropped"] = int(
+            len(np.unique(_session_codes(df)[labels == DROPPED]))
+        )
     else:  # pragma: no cover - SplitConfig's Literal rules this out
         raise DataError(f"unknown split strategy {strategy!r}")
 
+    labels, preprocessing["old_train_sessions_dropped"] = keep_recent_train(df, labels, config.train_fraction_recent)
     train, valid = df[labels == TRAIN], df[labels == VALID]
     if strategy == "presplit":
         if heldout is None:
@@ -355,14 +514,27 @@ def split_interactions(interactions: pd.DataFrame, heldout: pd.DataFrame | None,
     item_map = IdMap.fit(train["item_id"], "item")
     parts = {name: _with_indices(part, user_map, item_map) for name, part in parts.items()}
 
+    unseen = parts["test"]["item_idx"].to_numpy() == UNKNOWN
+    preprocessing["test_items_not_in_train"] = {
+        "rows": int(unseen.sum()),
+        "items": int(parts["test"].loc[unseen, "item_id"].nunique()),
+    }
+    if unseen.any():
+        logger.info(
+            "%d test rows (%d distinct items) have items not in train: kept with item_idx -1",
+            preprocessing["test_items_not_in_train"]["rows"], preprocessing["test_items_not_in_train"]["items"],
+        )  # fmt: skip
     summary: dict[str, Any] = {
         "strategy": strategy,
         "parameters": config.model_dump(mode="json"),
         "n_users": len(user_map),
         "n_items": len(item_map),
         "splits": {name: _split_stats(part) for name, part in parts.items()},
+        "preprocessing": preprocessing,
     }
-    if strategy in ("temporal", "last_sessions"):
+    if cuts is not None:
+        summary["cut_timestamps"] = cuts
+    elif strategy in ("temporal", "last_sessions"):
         summary["cut_timestamps"] = {
             name: int(parts[name]["timestamp"].min()) for name in ("valid", "test") if not parts[name].empty
         }

@@ -26,13 +26,8 @@ from recforge.encoders.proxy import (
     ContentEncoderConfig,
     ContentNetwork,
     EncoderResult,
-    Timer,
-    embed_all,
-    fit_proxy,
-    heldout_for,
-    proxy_labels,
-    proxy_report,
-    vectors_frame,
+    Loaded,
+    pretrain_encoder,
 )
 from recforge.training.callbacks import Callback
 
@@ -59,9 +54,17 @@ class AudioEncoderConfig(ContentEncoderConfig):
 
     @model_validator(mode="after")
     def _check(self) -> AudioEncoderConfig:
-        frames = 1 + int(self.sample_rate * self.clip_seconds) // self.hop_length
-        if frames // self.pool ** (len(self.channels) - 1) < 1:
-            raise ValueError(f"{frames} frames are too few for {len(self.channels)} layers pooling by {self.pool}")
+        frames = 1 + self.n_samples // self.hop_length
+        t = frames
+        for i in range(len(self.channels)):
+            t -= self.kernel_size - 1  # valid convolutions, as in the paper
+            if i < len(self.channels) - 1:
+                t //= self.pool
+        if t < 1:
+            raise ValueError(
+                f"clips of {frames} frames are too short for {len(self.channels)} conv layers of "
+                f"kernel {self.kernel_size} pooling by {self.pool}: lengthen clip_seconds or use fewer layers"
+            )
         return self
 
     @property
@@ -109,12 +112,21 @@ class AudioCNN(ContentNetwork):
     """van den Oord et al. (2013): conv over time with mel bands as channels, global temporal
     pooling (mean, max, L2), a hidden layer (the vector), then the proxy-task head."""
 
-    def __init__(self, n_mels: int, channels: Sequence[int], kernel_size: int, pool: int, dim: int, dropout: float, n_classes: int) -> None:
+    def __init__(
+        self,
+        n_mels: int,
+        channels: Sequence[int],
+        kernel_size: int,
+        pool: int,
+        dim: int,
+        dropout: float,
+        n_classes: int,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in = n_mels
         for i, c_out in enumerate(channels):
-            layers += [nn.Conv1d(c_in, c_out, kernel_size, padding="same", bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
+            layers += [nn.Conv1d(c_in, c_out, kernel_size, bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
             if i < len(channels) - 1 and pool > 1:
                 layers.append(nn.MaxPool1d(pool))
             c_in = c_out
@@ -141,16 +153,29 @@ class AudioCNN(ContentNetwork):
 
 
 # ----------------------------------------------------------------------------- entry points
-def _load_spectrograms(
-    items: pd.DataFrame, media: Mapping[str, MediaSource], config: AudioEncoderConfig
-) -> tuple[torch.Tensor, np.ndarray, list[dict[str, str]]]:
+def _loader(config: AudioEncoderConfig):
     def decode(data: bytes) -> np.ndarray:
         samples, rate = decode_audio(data)
         return prepare_waveform(samples, rate, config)
 
-    waves, kept, skipped = load_media(items, media, "audio_path", decode, config.on_bad_media)
-    stacked = np.stack(waves) if waves else np.empty((0, config.n_samples), dtype=np.float32)
-    return torch.from_numpy(log_mel(stacked, config)), kept, skipped  # (N, M, T)
+    def load(items: pd.DataFrame, media: Mapping[str, MediaSource]) -> Loaded:
+        waves, kept, skipped = load_media(items, media, "audio_path", decode, config.on_bad_media)
+        stacked = np.stack(waves) if waves else np.empty((0, config.n_samples), dtype=np.float32)
+        return Loaded(torch.from_numpy(log_mel(stacked, config)), kept, skipped)  # (N, M, T)
+
+    return load
+
+
+def _builder(config: AudioEncoderConfig):
+    def build(n_classes: int, x: torch.Tensor, train_rows: np.ndarray) -> AudioCNN:
+        c = config
+        network = AudioCNN(c.n_mels, c.channels, c.kernel_size, c.pool, c.dim, c.dropout, n_classes)
+        with torch.no_grad():
+            network.mel_mean.copy_(x[train_rows].mean(dim=(0, 2)))
+            network.mel_std.copy_(x[train_rows].std(dim=(0, 2)).clamp_min(1e-3))
+        return network
+
+    return build
 
 
 def fit_audio_encoder(
@@ -166,56 +191,16 @@ def fit_audio_encoder(
     `heldout_ids` replaces the random stratified hold-out with the given items (e.g. FSDD's
     recordings 0-4 of every speaker and digit).
     """
-    timer = Timer()
-    x, kept, skipped = _load_spectrograms(items, media, config)
-    if len(kept) < 2:
-        raise ValueError(f"the audio encoder needs at least two readable clips, got {len(kept)}")
-    rows = items.iloc[kept]
-    ids = rows["item_id"].astype(str).tolist()
-    labels, classes = proxy_labels(rows, config)
-    held = heldout_for(ids, labels, heldout_ids, config)
-    timer.lap("decode_s")
-
-    torch.manual_seed(config.train.seed)
-    network = AudioCNN(config.n_mels, config.channels, config.kernel_size, config.pool, config.dim, config.dropout, len(classes))
-    train_rows = np.flatnonzero((labels >= 0) & ~held)
-    with torch.no_grad():
-        network.mel_mean.copy_(x[train_rows].mean(dim=(0, 2)))
-        network.mel_std.copy_(x[train_rows].std(dim=(0, 2)).clamp_min(1e-3))
-
-    history = fit_proxy(
-        network,
-        x,
-        torch.as_tensor(labels),
-        torch.as_tensor(train_rows),
-        config.train,
-        heldout_idx=torch.as_tensor(np.flatnonzero(held)),
+    return pretrain_encoder(
+        "audio",
+        items,
+        media,
+        config,
+        load=_loader(config),
+        build=_builder(config),
+        heldout_ids=heldout_ids,
         callbacks=callbacks,
     )
-    timer.lap("train_s")
-    vectors = embed_all(network, x, config.train)
-    timer.lap("encode_s")
-
-    def encode(new_items: pd.DataFrame, new_media: Mapping[str, MediaSource] | None = None) -> tuple[pd.DataFrame, list]:
-        nx, nkept, nskipped = _load_spectrograms(new_items, new_media or {}, config)
-        new_ids = new_items["item_id"].astype(str).to_numpy()[nkept]
-        return vectors_frame(new_ids, embed_all(network, nx, config.train)), nskipped
-
-    report = proxy_report(
-        encoder="audio",
-        network=network,
-        x=x,
-        labels=labels,
-        classes=classes,
-        held=held,
-        history=history,
-        vectors=vectors,
-        config=config,
-        n_items=len(items),
-        skipped=skipped,
-        timer=timer,
-    )
-    return EncoderResult(network, vectors_frame(ids, vectors), report, history, encode)
 
 
 def train_audio_encoder(

@@ -14,7 +14,7 @@ an online linear probe whose accuracy is what the report shows.
 
 Transfer learning: `pretrained_path` loads a state_dict of this architecture (e.g. trained on a
 larger shop) with `weights_only=True`; `freeze_blocks` keeps the stem and the first blocks fixed
-(batch-norm statistics included) while the rest is fine-tuned, as in the VGG recipe of the seeds.
+(batch-norm statistics included) while the rest is fine-tuned: the usual transfer-learning recipe.
 """
 
 from __future__ import annotations
@@ -36,13 +36,8 @@ from recforge.encoders.proxy import (
     ContentEncoderConfig,
     ContentNetwork,
     EncoderResult,
-    Timer,
-    embed_all,
-    fit_proxy,
-    heldout_for,
-    proxy_labels,
-    proxy_report,
-    vectors_frame,
+    Loaded,
+    pretrain_encoder,
 )
 from recforge.models.base import Batch
 from recforge.training.callbacks import Callback
@@ -69,7 +64,9 @@ class ImageEncoderConfig(ContentEncoderConfig):
     @model_validator(mode="after")
     def _check(self) -> ImageEncoderConfig:
         if self.freeze_blocks > len(self.widths):
-            raise ValueError(f"freeze_blocks={self.freeze_blocks} but the network has {len(self.widths)} blocks")
+            raise ValueError(
+                f"freeze_blocks={self.freeze_blocks} but the network has {len(self.widths)} blocks"
+            )
         if self.freeze_blocks and self.pretrained_path is None:
             raise ValueError("freeze_blocks only makes sense with pretrained_path (frozen random weights)")
         if self.objective != "category" and not self.augment:
@@ -89,7 +86,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.bn1(self.conv1(x)))  # (B, C_out, H', W')
@@ -102,7 +101,9 @@ class ResNetEncoder(ContentNetwork):
 
     def __init__(self, widths: Sequence[int], n_classes: int, projection_dim: int = 64) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
         blocks, c_in = [], widths[0]
         for i, c_out in enumerate(widths):
             blocks.append(BasicBlock(c_in, c_out, stride=1 if i == 0 else 2))
@@ -117,7 +118,9 @@ class ResNetEncoder(ContentNetwork):
         self.frozen = 0
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) in [0, 1] -> (B, D)."""
+        """(B, 3, S, S) uint8 pixels or floats in [0, 1] -> (B, D)."""
+        if not x.is_floating_point():
+            x = x.float() / 255.0
         x = (x - self.pixel_mean[:, None, None]) / self.pixel_std[:, None, None]
         h = self.blocks(self.stem(x))  # (B, D, S', S')
         return h.mean(dim=(2, 3))  # global average pooling -> (B, D)
@@ -162,15 +165,14 @@ def load_pretrained(network: ResNetEncoder, path: Path) -> None:
         raise ValueError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
     own = network.state_dict()
     optional = ("head.", "projector.")
-    state = {
-        k: v for k, v in state.items() if not (k.startswith(optional) and k in own and own[k].shape != v.shape)
-    }
-    wrong = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and own[k].shape != v.shape}
+    mismatched = {k for k, v in state.items() if k in own and own[k].shape != v.shape}
+    state = {k: v for k, v in state.items() if not (k in mismatched and k.startswith(optional))}
+    wrong = {k: (tuple(state[k].shape), tuple(own[k].shape)) for k in mismatched if k in state}
     missing = [k for k in own if k not in state and not k.startswith(optional)]
     if wrong or missing:
         raise ValueError(
-            f"{path} does not fit an image encoder with these widths: "
-            f"{len(missing)} missing tensor(s) {missing[:3]}, shape mismatches (file, model) {dict(list(wrong.items())[:3])}"
+            f"{path} does not fit an image encoder with these widths: {len(missing)} missing "
+            f"tensor(s) {missing[:3]}, shape mismatches (file, model) {dict(list(wrong.items())[:3])}"
         )
     unexpected = [k for k in state if k not in own]
     network.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
@@ -189,7 +191,9 @@ def draw_augmentation(n: int, generator: torch.Generator, config: ImageEncoderCo
     }
 
 
-def augment(x: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, jitter: torch.Tensor, pad: int) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, jitter: torch.Tensor, pad: int
+) -> torch.Tensor:
     """Random crop (reflect-padded shift), horizontal flip and brightness/contrast/saturation
     jitter of a batch (B, 3, S, S) in [0, 1], one draw per image, vectorised."""
     b, _, s, _ = x.shape
@@ -234,7 +238,8 @@ def _image_loss(config: ImageEncoderConfig):
             ha_for_head = ha
         logits = network.head(ha_for_head).float()  # (B, n_classes)
         # unlabelled rows (-1) only serve the contrastive term; sum/count avoids NaN on none
-        ce = F.cross_entropy(logits, label, ignore_index=-1, reduction="sum") / (label >= 0).sum().clamp_min(1)
+        ce = F.cross_entropy(logits, label, ignore_index=-1, reduction="sum")
+        ce = ce / (label >= 0).sum().clamp_min(1)
         if config.objective == "category":
             return ce
         xb = augment(x, batch["crop_b"], batch["flip_b"], batch["jitter_b"], pad)
@@ -246,15 +251,32 @@ def _image_loss(config: ImageEncoderConfig):
 
 
 # ----------------------------------------------------------------------------- entry points
-def _load_images(
-    items: pd.DataFrame, media: Mapping[str, MediaSource], config: ImageEncoderConfig, on_bad_media: OnBadMedia
-) -> tuple[torch.Tensor, np.ndarray, list[dict[str, str]]]:
-    images, kept, skipped = load_media(
-        items, media, "image_path", lambda data: decode_image(data, config.image_size), on_bad_media
-    )
-    s = config.image_size
-    x = torch.from_numpy(np.stack(images)) if images else torch.empty(0, s, s, 3, dtype=torch.uint8)
-    return x.permute(0, 3, 1, 2).contiguous(), kept, skipped  # (N, 3, S, S) uint8
+def _loader(config: ImageEncoderConfig):
+    def load(items: pd.DataFrame, media: Mapping[str, MediaSource]) -> Loaded:
+        def decode(data: bytes) -> np.ndarray:
+            return decode_image(data, config.image_size)
+
+        images, kept, skipped = load_media(items, media, "image_path", decode, config.on_bad_media)
+        s = config.image_size
+        x = torch.from_numpy(np.stack(images)) if images else torch.empty(0, s, s, 3, dtype=torch.uint8)
+        return Loaded(x.permute(0, 3, 1, 2).contiguous(), kept, skipped)  # (N, 3, S, S) uint8
+
+    return load
+
+
+def _builder(config: ImageEncoderConfig):
+    def build(n_classes: int, x: torch.Tensor, train_rows: np.ndarray) -> ResNetEncoder:
+        network = ResNetEncoder(config.widths, n_classes, config.projection_dim)
+        pixels = x[train_rows].float() / 255.0  # (N, 3, S, S)
+        with torch.no_grad():
+            network.pixel_mean.copy_(pixels.mean(dim=(0, 2, 3)))
+            network.pixel_std.copy_(pixels.std(dim=(0, 2, 3)).clamp_min(1e-3))
+        if config.pretrained_path is not None:
+            load_pretrained(network, config.pretrained_path)
+        network.freeze(config.freeze_blocks)
+        return network
+
+    return build
 
 
 def fit_image_encoder(
@@ -269,28 +291,6 @@ def fit_image_encoder(
 
     `heldout_ids` replaces the random stratified hold-out with the given items.
     """
-    timer = Timer()
-    x, kept, skipped = _load_images(items, media, config, config.on_bad_media)
-    if len(kept) < 2:
-        raise ValueError(f"the image encoder needs at least two readable images, got {len(kept)}")
-    rows = items.iloc[kept]
-    ids = rows["item_id"].astype(str).tolist()
-    labels, classes = proxy_labels(rows, config)
-    held = heldout_for(ids, labels, heldout_ids, config)
-    timer.lap("decode_s")
-
-    torch.manual_seed(config.train.seed)
-    network = ResNetEncoder(config.widths, len(classes), config.projection_dim)
-    pixels = x.float() / 255.0
-    with torch.no_grad():
-        network.pixel_mean.copy_(pixels.mean(dim=(0, 2, 3)))
-        network.pixel_std.copy_(pixels.std(dim=(0, 2, 3)).clamp_min(1e-3))
-    if config.pretrained_path is not None:
-        load_pretrained(network, config.pretrained_path)
-    network.freeze(config.freeze_blocks)
-
-    trains = ~held if config.objective != "category" else (labels >= 0) & ~held
-    y = torch.as_tensor(labels)
 
     def extras(n: int, generator: torch.Generator) -> Batch:
         if not config.augment:
@@ -300,44 +300,23 @@ def fit_image_encoder(
             out.update(draw_augmentation(n, generator, config, "b"))
         return out
 
-    history = fit_proxy(
-        network,
-        x,
-        y,
-        torch.as_tensor(np.flatnonzero(trains)),
-        config.train,
+    result = pretrain_encoder(
+        "image",
+        items,
+        media,
+        config,
+        load=_loader(config),
+        build=_builder(config),
         loss_fn=_image_loss(config),
         extras=extras,
-        heldout_idx=torch.as_tensor(np.flatnonzero(held)),
+        train_unlabelled=config.objective != "category",
+        heldout_ids=heldout_ids,
         callbacks=callbacks,
     )
-    timer.lap("train_s")
-    vectors = embed_all(network, x.float() / 255.0, config.train)
-    timer.lap("encode_s")
-
-    def encode(new_items: pd.DataFrame, new_media: Mapping[str, MediaSource] | None = None) -> tuple[pd.DataFrame, list]:
-        nx, nkept, nskipped = _load_images(new_items, new_media or {}, config, config.on_bad_media)
-        new_ids = new_items["item_id"].astype(str).to_numpy()[nkept]
-        return vectors_frame(new_ids, embed_all(network, nx.float() / 255.0, config.train)), nskipped
-
-    report = proxy_report(
-        encoder="image",
-        network=network,
-        x=x.float() / 255.0,
-        labels=labels,
-        classes=classes,
-        held=held,
-        history=history,
-        vectors=vectors,
-        config=config,
-        n_items=len(items),
-        skipped=skipped,
-        timer=timer,
-    )
-    report["objective"] = config.objective
-    report["pretrained"] = str(config.pretrained_path) if config.pretrained_path else None
-    report["frozen_blocks"] = config.freeze_blocks
-    return EncoderResult(network, vectors_frame(ids, vectors), report, history, encode)
+    result.report["objective"] = config.objective
+    result.report["pretrained"] = str(config.pretrained_path) if config.pretrained_path else None
+    result.report["frozen_blocks"] = config.freeze_blocks
+    return result
 
 
 def train_image_encoder(
@@ -346,4 +325,3 @@ def train_image_encoder(
     """Pipeline entry point: (vector table `item_id, v0..v{D-1}`, report dict)."""
     result = fit_image_encoder(items, media, config)
     return result.vectors, result.report
-

@@ -1,4 +1,4 @@
-"""What the image, text and audio encoders share: the proxy task and the vector table.
+"""What the image, text and audio encoders share: the proxy task, its driver and the vector table.
 
 Content2Vec (Nedelec, Smirnova & Vasile 2016, "Content2Vec: specializing joint representations of
 product images and text for the task of product recommendation") first initialises every content
@@ -8,6 +8,8 @@ the item vector. Training runs through THE fit loop (`recforge.training.loop.fit
 
 A held-out share of the labelled items (stratified, seeded) never trains the network, so the
 reported proxy accuracy is an honest out-of-sample figure; every item still gets a vector.
+A modality supplies only `load` (items -> network input) and `build` (-> network); the driver
+`pretrain_encoder` does labels, hold-out, seeding, fitting, vectorising and the report.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from recforge.data.errors import DataError
 from recforge.data.schema import STRING
+from recforge.encoders.media_io import MediaSource
+from recforge.encoders.vectors import vector_table
 from recforge.models.base import Batch
 from recforge.training.callbacks import Callback
 from recforge.training.config import TrainConfig
@@ -52,6 +56,14 @@ class ContentEncoderConfig(BaseModel):
     neighbours: int = Field(10, ge=1, description="k of the k-NN label purity in the report")
     train: TrainConfig = PROXY_TRAIN
 
+    @field_validator("train", mode="before")
+    @classmethod
+    def _over_proxy_defaults(cls, value: Any) -> Any:
+        # `train: {epochs: 5}` in YAML changes the epochs of the proxy defaults, not of TrainConfig's
+        if isinstance(value, Mapping):
+            return {**PROXY_TRAIN.model_dump(), **value}
+        return value
+
 
 class ContentNetwork(nn.Module):
     """A content module: `embed(x)` is the item vector (B, D), `head` classifies it."""
@@ -66,14 +78,13 @@ class ContentNetwork(nn.Module):
         return self.head(self.embed(x))
 
 
+# ----------------------------------------------------------------------------- labels and hold-out
 def proxy_labels(items: pd.DataFrame, config: ContentEncoderConfig) -> tuple[np.ndarray, list[str]]:
     """(N,) int64 class index per item (-1 where the label is missing) and the class names."""
     col = config.label_column
     if col not in items.columns:
         raise DataError(
-            f"the proxy task needs column {col!r}; found {list(items.columns)}",
-            source="items",
-            column=col,
+            f"the proxy task needs column {col!r}; found {list(items.columns)}", source="items", column=col
         )
     raw = items[col].astype(STRING)
     if config.label_level == "top":
@@ -95,8 +106,7 @@ def holdout_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     order = np.lexsort((rng.permutation(n), labels))  # by class, random inside a class
     sorted_labels = labels[order]
-    starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
-    rank = np.arange(n) - starts  # position inside the class
+    rank = np.arange(n) - np.searchsorted(sorted_labels, sorted_labels, side="left")  # place in class
     counts = np.bincount(labels[labels >= 0], minlength=max(int(labels.max()) + 1, 1))
     n_test = np.floor(fraction * counts).astype(np.int64)
     held = np.zeros(n, dtype=bool)
@@ -106,7 +116,10 @@ def holdout_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def heldout_for(
-    item_ids: Sequence[str], labels: np.ndarray, heldout_ids: Sequence[str] | None, config: ContentEncoderConfig
+    item_ids: Sequence[str],
+    labels: np.ndarray,
+    heldout_ids: Sequence[str] | None,
+    config: ContentEncoderConfig,
 ) -> np.ndarray:
     """(N,) bool hold-out mask: the given `heldout_ids` (labelled ones), else a stratified random
     `config.holdout` share seeded by the training seed."""
@@ -116,33 +129,14 @@ def heldout_for(
     return np.isin(np.asarray(item_ids, dtype=object), wanted) & (labels >= 0)
 
 
-EncodeFn = Callable[..., tuple[pd.DataFrame, list[dict[str, str]]]]
-
-
-@dataclass
-class EncoderResult:
-    """A pretrained content module and what it produced.
-
-    `vectors`: item_id + v0..v{D-1} for every item with usable content; `report`: JSON-ready;
-    `encode(items, media=None)` vectorises new (e.g. cold-start) items with the trained module and
-    returns (vector table, skipped records). `preprocessing` is what turns raw content into the
-    network's input beyond the network's own buffers (the text vocabulary), else None.
-    """
-
-    network: ContentNetwork
-    vectors: pd.DataFrame
-    report: dict[str, Any]
-    history: History
-    encode: EncodeFn
-    preprocessing: Any = field(default=None)
-
-
+# ----------------------------------------------------------------------------- fitting and vectors
 def classification_loss(network: nn.Module, batch: Batch) -> torch.Tensor:
     """Softmax cross-entropy of the proxy-task logits."""
     return F.cross_entropy(network(batch["x"]).float(), batch["label"])
 
 
-ExtrasFn = Callable[[int, torch.Generator], dict[str, torch.Tensor]]
+ExtrasFn = Callable[[int, torch.Generator], Batch]
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 
 def fit_proxy(
@@ -152,7 +146,7 @@ def fit_proxy(
     train_idx: torch.Tensor,
     config: TrainConfig,
     *,
-    loss_fn: Callable[[nn.Module, Batch], torch.Tensor] = classification_loss,
+    loss_fn: LossFn = classification_loss,
     extras: ExtrasFn | None = None,
     heldout_idx: torch.Tensor | None = None,
     callbacks: Sequence[Callback] = (),
@@ -161,7 +155,7 @@ def fit_proxy(
 
     `extras(batch_size, generator)` adds per-batch random draws (e.g. augmentation parameters) to
     each batch, drawn from the loop's generator so a seed replays them. With `heldout_idx` the
-    held-out accuracy is validated every epoch (metric `heldout_accuracy`).
+    held-out accuracy is validated every epoch (metric `heldout_accuracy`, usable for early stopping).
     """
 
     def batches(epoch: int, generator: torch.Generator):
@@ -182,9 +176,12 @@ def fit_proxy(
 
 
 @torch.no_grad()
-def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+def _batched(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, config: TrainConfig
+) -> torch.Tensor:
     device = resolve_device(config.device)
-    out = [fn(chunk.to(device, non_blocking=True)).float().cpu() for chunk in x.split(config.batch_size * 4)]
+    chunks = x.split(config.batch_size * 4)
+    out = [fn(chunk.to(device, non_blocking=True)).float().cpu() for chunk in chunks]
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -206,17 +203,12 @@ def embed_all(network: ContentNetwork, x: torch.Tensor, config: TrainConfig) -> 
     network.eval()
     vectors = _batched(network.embed, x, config).numpy().astype(np.float32)
     network.train(was_training)
-    return vectors
+    return vectors.reshape(len(x), -1)
 
 
-def vectors_frame(item_ids: Sequence[str], vectors: np.ndarray) -> pd.DataFrame:
+def vectors_frame(item_ids: Sequence[str] | np.ndarray, vectors: np.ndarray) -> pd.DataFrame:
     """The parquet-ready vector table: `item_id` + `v0..v{D-1}` (float32), one row per item."""
-    if len(item_ids) != len(vectors):
-        raise ValueError(f"{len(item_ids)} item ids for {len(vectors)} vectors")
-    vectors = np.asarray(vectors, dtype=np.float32).reshape(len(item_ids), -1)
-    frame = pd.DataFrame(vectors, columns=[f"v{j}" for j in range(vectors.shape[1])])
-    frame.insert(0, "item_id", pd.array(list(item_ids), dtype=STRING))
-    return frame
+    return vector_table(np.asarray(item_ids, dtype=object), vectors, "item_id")
 
 
 def neighbour_purity(vectors: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
@@ -225,7 +217,7 @@ def neighbour_purity(vectors: np.ndarray, labels: np.ndarray, k: int = 10) -> fl
     Only labelled items (label >= 0) count, as queries and as neighbours.
     """
     keep = labels >= 0
-    v = torch.nn.functional.normalize(torch.as_tensor(vectors[keep], dtype=torch.float32), dim=1)
+    v = F.normalize(torch.as_tensor(np.array(vectors[keep], dtype=np.float32)), dim=1)
     y = torch.as_tensor(labels[keep])
     n = len(y)
     k = min(k, n - 1)
@@ -233,12 +225,46 @@ def neighbour_purity(vectors: np.ndarray, labels: np.ndarray, k: int = 10) -> fl
         return float("nan")
     hits = 0.0
     for lo in range(0, n, 1024):  # chunks keep the similarity block at 1024 x N
-        sim = v[lo : lo + 1024] @ v.T  # (C, N)
         rows = torch.arange(lo, min(lo + 1024, n))
+        sim = v[rows] @ v.T  # (C, N)
         sim[rows - lo, rows] = -float("inf")
-        nn_idx = sim.topk(k, dim=1).indices  # (C, k)
-        hits += float((y[nn_idx] == y[rows, None]).float().sum())
+        nearest = sim.topk(k, dim=1).indices  # (C, k)
+        hits += float((y[nearest] == y[rows, None]).float().sum())
     return hits / (n * k)
+
+
+# ----------------------------------------------------------------------------- the driver
+@dataclass
+class Loaded:
+    """A modality's network input for the items with usable content."""
+
+    x: torch.Tensor  # (N, ...) one row per kept item
+    kept: np.ndarray  # (N,) row positions in the items table
+    skipped: list[dict[str, str]]  # {item_id, path, reason} of the items left out
+
+
+LoadFn = Callable[[pd.DataFrame, Mapping[str, MediaSource]], Loaded]
+# (n_classes, x, train_rows) -> a ready network (normalisation fitted, pretrained weights loaded)
+BuildFn = Callable[[int, torch.Tensor, np.ndarray], ContentNetwork]
+EncodeFn = Callable[..., tuple[pd.DataFrame, list[dict[str, str]]]]
+
+
+@dataclass
+class EncoderResult:
+    """A pretrained content module and what it produced.
+
+    `vectors`: item_id + v0..v{D-1} for every item with usable content; `report`: JSON-ready;
+    `encode(items, media=None)` vectorises new (e.g. cold-start) items with the trained module and
+    returns (vector table, skipped records). `preprocessing` is what turns raw content into the
+    network's input beyond the network's own buffers (the text vocabulary), else None.
+    """
+
+    network: ContentNetwork
+    vectors: pd.DataFrame
+    report: dict[str, Any]
+    history: History
+    encode: EncodeFn
+    preprocessing: Any = field(default=None)
 
 
 class Timer:
@@ -255,51 +281,113 @@ class Timer:
         self._t0 = now
 
 
-def proxy_report(
+def pretrain_encoder(
+    encoder: str,
+    items: pd.DataFrame,
+    media: Mapping[str, MediaSource] | None,
+    config: ContentEncoderConfig,
     *,
+    load: LoadFn,
+    build: BuildFn,
+    loss_fn: LossFn = classification_loss,
+    extras: ExtrasFn | None = None,
+    train_unlabelled: bool = False,
+    heldout_ids: Sequence[str] | None = None,
+    callbacks: Sequence[Callback] = (),
+    preprocessing: Any = None,
+) -> EncoderResult:
+    """Load the items' content, pretrain a network on the proxy task, vectorise every kept item.
+
+    `train_unlabelled` also trains on items without a label (self-supervised objectives);
+    `heldout_ids` replaces the random stratified hold-out with the given items.
+    """
+    timer = Timer()
+    data = load(items, media or {})
+    if len(data.kept) < 2:
+        raise ValueError(
+            f"the {encoder} encoder needs at least two items with usable content, got {len(data.kept)}"
+        )
+    rows = items.iloc[data.kept]
+    ids = rows["item_id"].astype(str).to_numpy(dtype=object)
+    labels, classes = proxy_labels(rows, config)
+    held = heldout_for(list(ids), labels, heldout_ids, config)
+    timer.lap("load_s")
+
+    torch.manual_seed(config.train.seed)  # the network's initial weights follow the seed too
+    trains = ~held if train_unlabelled else (labels >= 0) & ~held
+    train_rows = np.flatnonzero(trains)
+    network = build(len(classes), data.x, train_rows)
+    timer.lap("build_s")
+    y = torch.as_tensor(labels)
+    history = fit_proxy(
+        network,
+        data.x,
+        y,
+        torch.as_tensor(train_rows),
+        config.train,
+        loss_fn=loss_fn,
+        extras=extras,
+        heldout_idx=torch.as_tensor(np.flatnonzero(held)),
+        callbacks=callbacks,
+    )
+    timer.lap("train_s")
+    vectors = embed_all(network, data.x, config.train)
+    timer.lap("encode_s")
+
+    def encode(
+        new_items: pd.DataFrame, new_media: Mapping[str, MediaSource] | None = None
+    ) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+        new = load(new_items, new_media or {})
+        new_ids = new_items["item_id"].astype(str).to_numpy(dtype=object)[new.kept]
+        return vectors_frame(new_ids, embed_all(network, new.x, config.train)), new.skipped
+
+    report = _report(
+        encoder, network, data, y, classes, held, trains, history, vectors, config, len(items), timer
+    )
+    return EncoderResult(network, vectors_frame(ids, vectors), report, history, encode, preprocessing)
+
+
+def _report(
     encoder: str,
     network: ContentNetwork,
-    x: torch.Tensor,
-    labels: np.ndarray,
+    data: Loaded,
+    y: torch.Tensor,
     classes: list[str],
     held: np.ndarray,
+    trains: np.ndarray,
     history: History,
     vectors: np.ndarray,
     config: ContentEncoderConfig,
     n_items: int,
-    skipped: list[dict[str, str]],
     timer: Timer,
 ) -> dict[str, Any]:
-    """A JSON-ready report: proxy accuracy, label purity of the vectors, skipped media, timings."""
-    y = torch.as_tensor(labels)
-    train = torch.as_tensor(np.flatnonzero((labels >= 0) & ~held))
+    labels = y.numpy()
+    train = torch.as_tensor(np.flatnonzero(trains & (labels >= 0)))
     test = torch.as_tensor(np.flatnonzero(held))
-    train_acc = accuracy(network, x[train], y[train], config.train)
-    heldout_acc = accuracy(network, x[test], y[test], config.train) if len(test) else None
     timings = dict(timer.seconds)
     timings["total_s"] = round(sum(timer.seconds.values()), 4)
-    n_seen = int(sum(history.samples))
-    timings["train_samples_per_s"] = round(n_seen / max(sum(history.seconds), 1e-9), 1)
+    timings["train_samples_per_s"] = round(sum(history.samples) / max(sum(history.seconds), 1e-9), 1)
     timings["items_per_s"] = round(len(vectors) / max(timings["total_s"], 1e-9), 1)
+    labelled = labels[labels >= 0]
     return {
         "encoder": encoder,
         "n_items": n_items,
         "n_vectors": len(vectors),
-        "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+        "dim": int(vectors.shape[1]),
         "device": str(resolve_device(config.train.device)),
         "proxy": {
-            "label": f"{config.label_column}:{config.label_level}",
+            "label": config.label_column if config.label_level == "full" else f"{config.label_column} (top)",
             "n_classes": len(classes),
-            "chance_accuracy": float(np.bincount(labels[labels >= 0]).max() / max((labels >= 0).sum(), 1)),
-            "n_train": len(train),
+            "chance_accuracy": float(np.bincount(labelled).max() / len(labelled)),
+            "n_train": int(trains.sum()),
             "n_heldout": len(test),
-            "train_accuracy": train_acc,
-            "heldout_accuracy": heldout_acc,
+            "train_accuracy": accuracy(network, data.x[train], y[train], config.train),
+            "heldout_accuracy": accuracy(network, data.x[test], y[test], config.train) if len(test) else None,
             "epochs": history.epochs,
             "final_loss": history.loss[-1] if history.loss else None,
         },
         f"neighbour_purity@{config.neighbours}": neighbour_purity(vectors, labels, config.neighbours),
-        "n_skipped": len(skipped),
-        "skipped": skipped,
+        "n_skipped": len(data.skipped),
+        "skipped": data.skipped,
         "timings": timings,
     }

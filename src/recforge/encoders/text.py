@@ -36,13 +36,8 @@ from recforge.encoders.proxy import (
     ContentEncoderConfig,
     ContentNetwork,
     EncoderResult,
-    Timer,
-    embed_all,
-    fit_proxy,
-    heldout_for,
-    proxy_labels,
-    proxy_report,
-    vectors_frame,
+    Loaded,
+    pretrain_encoder,
 )
 from recforge.training.callbacks import Callback
 
@@ -74,7 +69,9 @@ class TextEncoderConfig(ContentEncoderConfig):
     @model_validator(mode="after")
     def _check(self) -> TextEncoderConfig:
         if self.static_embeddings and not (self.word2vec and self.tokens == "words"):
-            raise ValueError("static_embeddings keeps word2vec vectors fixed: it needs tokens=words, word2vec=true")
+            raise ValueError(
+                "static_embeddings keeps the word2vec vectors fixed: it needs tokens=words and word2vec=true"
+            )
         return self
 
 
@@ -105,14 +102,15 @@ def item_documents(items: pd.DataFrame, fields: Sequence[str]) -> list[list[str]
     """One token list per item: the `fields` columns joined (missing values are empty)."""
     missing = [f for f in fields if f not in items.columns]
     if missing:
-        raise DataError(f"missing text column(s) {missing}; found {list(items.columns)}", source="items", column=missing[0])
+        found = list(items.columns)
+        raise DataError(f"missing text column(s) {missing}; found {found}", source="items", column=missing[0])
     joined = items[list(fields)].astype("string").fillna("").agg(" ".join, axis=1)
     return [tokenize(t) for t in joined.tolist()]
 
 
 class TextVocabulary:
     """Maps token lists to the network's input tensor: word ids (N, L) in words mode, hashed
-    trigram ids (N, L, G) in trigrams mode. Built from the training texts only."""
+    trigram ids (N, L, G) in trigrams mode. Built from the texts it is given (no labels involved)."""
 
     def __init__(self, docs: Sequence[Sequence[str]], config: TextEncoderConfig) -> None:
         self.config = config
@@ -147,7 +145,9 @@ class TextVocabulary:
         return torch.from_numpy(table[pos])
 
 
-def word2vec_vectors(docs: Sequence[Sequence[str]], vocab: TextVocabulary, config: TextEncoderConfig) -> np.ndarray:
+def word2vec_vectors(
+    docs: Sequence[Sequence[str]], vocab: TextVocabulary, config: TextEncoderConfig
+) -> np.ndarray:
     """(V, D) skip-gram vectors for the vocabulary (rows of words gensim did not see are zero)."""
     from gensim.models import Word2Vec
 
@@ -209,16 +209,14 @@ class KimCNN(ContentNetwork):
 
 
 # ----------------------------------------------------------------------------- entry points
-def _documents(
-    items: pd.DataFrame, config: TextEncoderConfig
-) -> tuple[list[list[str]], np.ndarray, list[dict[str, str]]]:
+def _documents(items: pd.DataFrame, config: TextEncoderConfig) -> tuple[list[list[str]], np.ndarray, list]:
+    """Token lists of the items with any text, their row positions, and skipped records."""
     docs = item_documents(items, config.fields)
     kept = np.array([i for i, d in enumerate(docs) if d], dtype=np.int64)
+    ids = items["item_id"].astype(str).to_numpy(dtype=object)
     empty = np.setdiff1d(np.arange(len(docs)), kept)
-    skipped = [
-        {"item_id": str(items["item_id"].iloc[i]), "path": "", "reason": f"no text in {list(config.fields)}"}
-        for i in empty
-    ]
+    reason = f"no text in {list(config.fields)}"
+    skipped = [{"item_id": ids[i], "path": "", "reason": reason} for i in empty]
     if skipped and config.on_bad_media == "raise":
         raise DataError(
             f"{len(skipped)} item(s) have no text in {list(config.fields)}",
@@ -237,66 +235,47 @@ def fit_text_encoder(
     heldout_ids: Sequence[str] | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> EncoderResult:
-    """Learn word vectors, pretrain Kim's CNN on the proxy task, vectorise every item with text."""
-    timer = Timer()
-    docs, kept, skipped = _documents(items, config)
-    rows = items.iloc[kept]
-    ids = rows["item_id"].astype(str).tolist()
-    labels, classes = proxy_labels(rows, config)
-    held = heldout_for(ids, labels, heldout_ids, config)
-    # the vocabulary and word2vec see every text (no labels involved); the CNN never sees the held-out labels
+    """Learn word vectors, pretrain Kim's CNN on the proxy task, vectorise every item with text.
+
+    The vocabulary and word2vec see every item's text (no labels involved); the CNN never sees the
+    held-out items' labels. `heldout_ids` replaces the random stratified hold-out.
+    """
+    docs, _, _ = _documents(items, config)
     vocab = TextVocabulary(docs, config)
-    x = vocab.encode(docs)
-    timer.lap("tokenize_s")
 
-    torch.manual_seed(config.train.seed)
-    network = KimCNN(vocab.n_embeddings, config.embedding_dim, config.filter_widths, config.n_filters, config.dropout, len(classes))
-    if config.tokens == "words" and config.word2vec:
-        vectors = torch.from_numpy(word2vec_vectors(docs, vocab, config))
-        seen = vectors.abs().sum(dim=1) > 0  # (V,)
-        # skip-gram vectors are ~10x smaller than N(0, 1); rescaled, the CNN learns at its usual pace
-        vectors = vectors / vectors[seen].std().clamp_min(1e-12)
-        with torch.no_grad():
-            network.embedding.weight[seen] = vectors[seen]
-        network.embedding.weight.requires_grad_(not config.static_embeddings)
-    timer.lap("word2vec_s")
+    def load(some_items: pd.DataFrame, media: object = None) -> Loaded:
+        some_docs, kept, skipped = _documents(some_items, config)
+        return Loaded(vocab.encode(some_docs), kept, skipped)
 
-    y = torch.as_tensor(labels)
-    history = fit_proxy(
-        network,
-        x,
-        y,
-        torch.as_tensor(np.flatnonzero((labels >= 0) & ~held)),
-        config.train,
-        heldout_idx=torch.as_tensor(np.flatnonzero(held)),
+    def build(n_classes: int, x: torch.Tensor, train_rows: np.ndarray) -> KimCNN:
+        c = config
+        network = KimCNN(
+            vocab.n_embeddings, c.embedding_dim, c.filter_widths, c.n_filters, c.dropout, n_classes
+        )
+        if config.tokens == "words" and config.word2vec:
+            vectors = torch.from_numpy(word2vec_vectors(docs, vocab, config))
+            seen = vectors.abs().sum(dim=1) > 0  # (V,)
+            # skip-gram vectors are ~10x smaller than N(0, 1); rescaled, the CNN learns at its usual pace
+            vectors = vectors / vectors[seen].std().clamp_min(1e-12)
+            with torch.no_grad():
+                network.embedding.weight[seen] = vectors[seen]
+            network.embedding.weight.requires_grad_(not config.static_embeddings)
+        return network
+
+    result = pretrain_encoder(
+        "text",
+        items,
+        None,
+        config,
+        load=load,
+        build=build,
+        heldout_ids=heldout_ids,
         callbacks=callbacks,
+        preprocessing=vocab,
     )
-    timer.lap("train_s")
-    vectors_np = embed_all(network, x, config.train)
-    timer.lap("encode_s")
-
-    def encode(new_items: pd.DataFrame, media: object = None) -> tuple[pd.DataFrame, list[dict[str, str]]]:
-        new_docs, new_kept, new_skipped = _documents(new_items, config)
-        new_ids = new_items["item_id"].astype(str).to_numpy()[new_kept]
-        return vectors_frame(new_ids, embed_all(network, vocab.encode(new_docs), config.train)), new_skipped
-
-    report = proxy_report(
-        encoder="text",
-        network=network,
-        x=x,
-        labels=labels,
-        classes=classes,
-        held=held,
-        history=history,
-        vectors=vectors_np,
-        config=config,
-        n_items=len(items),
-        skipped=skipped,
-        timer=timer,
-    )
-    report["tokens"] = config.tokens
-    report["vocabulary"] = len(vocab.words) - 2
-    return EncoderResult(network, vectors_frame(ids, vectors_np), report, history, encode, preprocessing=vocab)
+    result.report["tokens"] = config.tokens
+    result.report["vocabulary"] = len(vocab.words) - 2
+    return result
 
 
 def train_text_encoder(items: pd.DataFrame, config: TextEncoderConfig) -> tuple[pd.DataFrame, dict]:

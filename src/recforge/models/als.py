@@ -57,7 +57,7 @@ class ALSConfig(ModelConfig):
     alpha: float = Field(1.0, ge=0)
     weighted_reg: bool = False
     use_cg: bool = True
-    cg_steps: int = Field(3, ge=1, le=1000)
+    cg_steps: int = Field(3, ge=1)
 
 
 class ALS(RecommenderNetwork):
@@ -105,46 +105,63 @@ def regularization_per_row(r: torch.Tensor, config: ALSConfig) -> torch.Tensor:
     return config.regularization * counts.clamp_min(1)
 
 
+def _weights(values: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c_ui − 1, c_ui p_ui) of the stored cells, each (nnz,)."""
+    extra = alpha * values.abs()
+    return extra, torch.where(values > 0, 1 + extra, torch.zeros_like(extra))
+
+
 def solve_factors(r: torch.Tensor, y: torch.Tensor, x: torch.Tensor, config: ALSConfig) -> torch.Tensor:
     """One half-step: the rows' factors (U, D) minimising L with the other side's `y` (I, D) fixed.
 
     `r` is the (U, I) sparse CSR matrix of r_ui; `x` (U, D) is the current value, the warm start
     of the CG solver (the exact solver ignores it).
     """
-    values = r.values()
-    extra = config.alpha * values.abs()  # (nnz,) c_ui − 1
-    target = torch.where(values > 0, 1 + extra, torch.zeros_like(extra))  # (nnz,) c_ui p_ui
+    extra, target = _weights(r.values(), config.alpha)
     lam = regularization_per_row(r, config)  # (U,)
     gram = y.T @ y  # (D, D) YᵀY, shared by every row
     b = _with_values(r, target) @ y  # (U, D) YᵀC_u p_u
     if config.use_cg:
-        return _conjugate_gradient(_with_values(r, extra), y, gram, lam, b, x.clone(), config.cg_steps)
+        # a row without interactions has b = 0, so its exact answer is 0 (as `implicit` sets it)
+        start = torch.where(r.crow_indices().diff()[:, None] > 0, x, 0.0)  # (U, D)
+        return _conjugate_gradient(
+            _with_values(r, extra), y, gram, lam, b, start, config.cg_steps, config.weighted_reg
+        )
     return _exact(r, extra, y, gram, lam, b)
 
 
 def _conjugate_gradient(
     extra: torch.Tensor, y: torch.Tensor, gram: torch.Tensor, lam: torch.Tensor, b: torch.Tensor,
-    x: torch.Tensor, steps: int,
+    x: torch.Tensor, steps: int, weighted: bool,
 ) -> torch.Tensor:
-    """`steps` CG steps on A_u x_u = b_u for all rows at once, from `x` (U, D)."""
+    """`steps` CG steps on A_u x_u = b_u for all rows at once, from `x` (U, D), updated in place."""
     yt = y.T
+    tiny = torch.finfo(x.dtype).tiny
+    # one λ for all rows folds into YᵀY, saving an elementwise pass per matvec
+    if not weighted:
+        gram = gram + lam[0] * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    lam_col = lam[:, None] if weighted else None
 
     def matvec(v: torch.Tensor) -> torch.Tensor:  # (U, D) -> (U, D): A_u v_u for every u
-        dots = torch.sparse.sampled_addmm(extra, v, yt, beta=0.0)  # (U, I) sparse: v_uᵀ y_i
-        return v @ gram + lam[:, None] * v + _with_values(extra, dots.values() * extra.values()) @ y
+        dots = torch.sparse.sampled_addmm(extra, v, yt, beta=0.0).values()  # (nnz,) v_uᵀ y_i
+        out = _with_values(extra, dots.mul_(extra.values())) @ y  # (U, D) Yᵀ(C_u − I)Y v_u
+        out.addmm_(v, gram)
+        if lam_col is not None:
+            out.addcmul_(lam_col, v)
+        return out
 
-    res = b - matvec(x)  # (U, D)
-    p = res
-    rs = (res * res).sum(1)  # (U,)
+    res = matvec(x).neg_().add_(b)  # (U, D) b − A x
+    p = res.clone()
+    rs = res.square().sum(1)  # (U,)
     active = rs >= _CG_TOL
     for _ in range(steps):
         ap = matvec(p)  # (U, D)
-        step = torch.where(active, rs / (p * ap).sum(1).clamp_min(torch.finfo(x.dtype).tiny), 0.0)
-        x = x + step[:, None] * p
-        res = res - step[:, None] * ap
-        rs_new = (res * res).sum(1)
-        active = active & (rs_new >= _CG_TOL)
-        p = res + torch.where(active, rs_new / rs.clamp_min(torch.finfo(x.dtype).tiny), 0.0)[:, None] * p
+        step = torch.where(active, rs / (p * ap).sum(1).clamp_min(tiny), 0.0)[:, None]  # (U, 1)
+        x.addcmul_(step, p)
+        res.addcmul_(step, ap, value=-1.0)
+        rs_new = res.square().sum(1)
+        active &= rs_new >= _CG_TOL
+        p.mul_(torch.where(active, rs_new / rs.clamp_min(tiny), 0.0)[:, None]).add_(res)
         rs = rs_new
     return x
 
@@ -161,7 +178,6 @@ def _exact(
     order = torch.argsort(counts)
     sorted_counts = counts[order].cpu().numpy()
     root = extra.sqrt()  # (nnz,) Σ (c − 1) y yᵀ = GᵀG with G's rows √(c − 1) y
-    eye = torch.eye(d, dtype=y.dtype, device=y.device)
     out = torch.empty_like(b)
     failed = torch.zeros((), dtype=torch.bool, device=y.device)
     start = 0
@@ -173,10 +189,14 @@ def _exact(
         mask = offsets < counts[rows, None]  # (B, L)
         pos = torch.where(mask, indptr[rows, None] + offsets, 0)  # (B, L) positions in r
         g = y[indices[pos]] * (root[pos] * mask)[..., None]  # (B, L, D)
-        a = g.transpose(1, 2) @ g + gram + lam[rows, None, None] * eye  # (B, D, D)
-        chol, info = torch.linalg.cholesky_ex(a)
+        a = g.transpose(1, 2) @ g  # (B, D, D)
+        a += gram
+        a.diagonal(dim1=1, dim2=2).add_(lam[rows, None])
+        # a is symmetric, so its transposed view is the same matrix already in LAPACK's
+        # column-major order: the factorisation then skips a copy of the batch
+        chol, info = torch.linalg.cholesky_ex(a.mT, upper=True)
         failed |= (info != 0).any()
-        out[rows] = torch.cholesky_solve(b[rows, :, None], chol)[..., 0]  # (B, D)
+        out[rows] = torch.cholesky_solve(b[rows, :, None], chol, upper=True)[..., 0]  # (B, D)
         start = end
     if bool(failed):
         raise FloatingPointError(
@@ -187,8 +207,15 @@ def _exact(
 
 
 def _chunk_end(sorted_counts: np.ndarray, start: int, d: int) -> int:
-    """End of the chunk starting at `start`: as many rows as fit B·max(L, D)·D in the budget."""
-    width = np.maximum(sorted_counts[start:], d).astype(np.int64)  # (n,) ascending
+    """End of the chunk of rows starting at `start` (rows sorted by length, ascending).
+
+    A chunk holds rows at most ~25 % longer than its first (so padding wastes little) and as many
+    as fit B·max(L, D)·D floats in the budget; always at least one row.
+    """
+    first = int(sorted_counts[start])
+    longest = max(first * 5 // 4, first + 16)
+    end = int(np.searchsorted(sorted_counts, longest, side="right"))
+    width = np.maximum(sorted_counts[start:end], d).astype(np.int64)  # (n,) ascending
     size = np.arange(1, len(width) + 1) * width * d  # (n,) chunk size if it ended there
     return start + max(1, int(np.searchsorted(size, _CHUNK_ELEMS, side="right")))
 
@@ -196,21 +223,20 @@ def _chunk_end(sorted_counts: np.ndarray, start: int, d: int) -> int:
 def weighted_loss(r: torch.Tensor, x: torch.Tensor, y: torch.Tensor, config: ALSConfig) -> torch.Tensor:
     """L / Σ_{u,i} c_ui for the (U, I) CSR matrix `r` and factors x (U, D), y (I, D); float64.
 
-    Σ over all cells without forming them: Σ_{u,i} s_ui² = ⟨XᵀX, YᵀY⟩, then the observed cells
-    replace their (c = 1, p = 0) term s² by c (p − s)².
+    Σ over all cells without forming them: Σ_{u,i} s_ui² = ⟨XᵀX, YᵀY⟩, and on the observed cells
+    c (p − s)² − s² = c p − 2 c p s + (c − 1) s² (p² = p) replaces their (c = 1, p = 0) term.
     """
-    values = r.values()
+    extra, target = _weights(r.values(), config.alpha)
     s = torch.sparse.sampled_addmm(r, x, y.T, beta=0.0).values().double()  # (nnz,) x_uᵀ y_i
-    conf = 1 + config.alpha * values.abs().double()  # (nnz,)
-    pref = (values > 0).double()
-    xd, yd = x.double(), y.double()
-    every_cell = ((xd.T @ xd) * (yd.T @ yd)).sum()
-    observed = (conf * (pref - s) ** 2 - s**2).sum()
-    lam_u = regularization_per_row(r, config).double()  # (U,)
-    col_counts = torch.bincount(r.col_indices(), minlength=y.shape[0]).double()  # (I,)
-    lam_i = config.regularization * (col_counts.clamp_min(1) if config.weighted_reg else 1.0)
-    reg = (lam_u * (xd * xd).sum(1)).sum() + (lam_i * (yd * yd).sum(1)).sum()
-    total_confidence = x.shape[0] * y.shape[0] + config.alpha * values.abs().double().sum()
+    target, extra = target.double(), extra.double()
+    every_cell = ((x.T @ x).double() * (y.T @ y).double()).sum()
+    observed = target.sum() - 2 * torch.dot(target, s) + torch.dot(extra, s * s)
+    lam_u = regularization_per_row(r, config)  # (U,)
+    counts_i = torch.bincount(r.col_indices(), minlength=y.shape[0]).to(y.dtype)  # (I,)
+    weights_i = counts_i.clamp_min(1) if config.weighted_reg else torch.ones_like(counts_i)
+    lam_i = config.regularization * weights_i
+    reg = torch.dot(lam_u, x.square().sum(1)).double() + torch.dot(lam_i, y.square().sum(1)).double()
+    total_confidence = x.shape[0] * y.shape[0] + extra.sum()
     return (every_cell + observed + reg) / total_confidence
 
 
@@ -245,7 +271,9 @@ def interaction_matrices(train: InteractionData) -> Batch:
     return out
 
 
-def batches(network, train: InteractionData, config: ALSConfig, batch_size, generator) -> Iterator[Batch]:
+def batches(
+    network, train: InteractionData, config: ALSConfig, batch_size, generator
+) -> Iterator[Batch]:
     # one batch per epoch: each half-step needs the whole matrix; batch_size does not apply
     yield interaction_matrices(train)
 

@@ -19,6 +19,7 @@ from recforge.models.ncf import (
     NCFConfig,
     init_embeddings,
     init_output,
+    lookup,
     pointwise_batches,
     pointwise_loss,
 )
@@ -38,7 +39,7 @@ class GMF(RecommenderNetwork):
         init_embeddings(self.user, self.item)
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        return self.predict(self.user(user) * self.item(item)).squeeze(-1)  # (B,)
+        return self.predict(lookup(self.user, user) * lookup(self.item, item)).squeeze(-1)  # (B,)
 
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         # hᵀ(p ⊙ q) = (p ⊙ h) · q: one matmul against the item table

@@ -113,13 +113,21 @@ class Tower(nn.Module):
         return torch.cat(out, dim=1) if out else p.new_zeros(b, 0)
 
 
+def lookup(emb: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
+    """emb(idx): (B,) -> (B, D). On CPU through `index_select`, whose backward (a plain
+    index_add) is about twice as fast as nn.Embedding's, which sorts the indices first."""
+    if idx.device.type != "cpu":
+        return emb(idx)
+    return emb.weight.index_select(0, idx)
+
+
 def _per_distinct(half, emb: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
     """half(emb(idx)) evaluated once per distinct index: (B,) -> (B, L0)."""
     if idx.device.type != "cpu":
         # on an accelerator torch.unique would stall the host every batch, and FLOPs are cheap
         return half(emb(idx))
     uniq, inverse = torch.unique(idx, return_inverse=True)  # (K,), (B,)
-    return half(emb(uniq))[inverse]
+    return half(lookup(emb, uniq)).index_select(0, inverse)
 
 
 def init_embeddings(*embeddings: nn.Embedding) -> None:

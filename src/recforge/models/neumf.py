@@ -35,6 +35,7 @@ from recforge.models.ncf import (
     TowerConfig,
     init_embeddings,
     init_output,
+    lookup,
     pointwise_batches,
     pointwise_loss,
 )
@@ -71,13 +72,18 @@ class NeuMF(RecommenderNetwork):
         init_embeddings(self.gmf_user, self.gmf_item, self.mlp_user, self.mlp_item)
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        g = self.gmf_user(user) * self.gmf_item(item)  # (B, Dg)
+        g = lookup(self.gmf_user, user) * lookup(self.gmf_item, item)  # (B, Dg)
         m = self.tower(self.mlp_user, self.mlp_item, user, item)  # (B, L)
-        return self.predict(torch.cat([g, m], dim=-1)).squeeze(-1)  # (B,)
+        h_gmf, h_mlp = self._output_halves()
+        # hᵀ[g; m] = h_gmfᵀ g + h_mlpᵀ m, without building the (B, Dg + L) concatenation
+        return g @ h_gmf + m @ h_mlp + self.predict.bias  # (B,)
+
+    def _output_halves(self) -> tuple[torch.Tensor, torch.Tensor]:
+        dg = self.gmf_user.embedding_dim
+        return self.predict.weight[0, :dg], self.predict.weight[0, dg:]  # (Dg,), (L,)
 
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        dg = self.gmf_user.embedding_dim
-        h_gmf, h_mlp = self.predict.weight[0, :dg], self.predict.weight[0, dg:]  # (Dg,), (L,)
+        h_gmf, h_mlp = self._output_halves()
         gmf = (self.gmf_user(user) * h_gmf) @ self.gmf_item.weight.T  # (B, I)
         mlp = self.tower.cross(self.mlp_user(user), self.mlp_item.weight, h_mlp)  # (B, I)
         return gmf + mlp + self.predict.bias

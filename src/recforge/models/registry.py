@@ -8,6 +8,11 @@ from recforge.models import cdae
 from recforge.models import rbm
 from recforge.models import sdae
 from recforge.models import gmf, mlp, neumf
+from recforge.models import als
+from recforge.models import cooccurrence, sknn
+from recforge.models import cnn3d, narm, sasrec, tcn
+from recforge.models import contextual_rnn, gru4rec, hrnn, lstm
+from recforge.models import prod2vec_topk
 from recforge.models.base import Family
 
 FAMILIES: dict[str, Family] = {
@@ -22,6 +27,18 @@ FAMILIES: dict[str, Family] = {
     "gmf": gmf.FAMILY,
     "mlp": mlp.FAMILY,
     "neumf": neumf.FAMILY,
+    "als": als.FAMILY,
+    "sknn": sknn.FAMILY,
+    "cooccurrence": cooccurrence.FAMILY,
+    "tcn": tcn.FAMILY,
+    "cnn3d": cnn3d.FAMILY,
+    "narm": narm.FAMILY,
+    "sasrec": sasrec.FAMILY,
+    "gru4rec": gru4rec.FAMILY,
+    "contextual_rnn": contextual_rnn.FAMILY,
+    "hrnn": hrnn.FAMILY,
+    "lstm": lstm.FAMILY,
+    "prod2vec_topk": prod2vec_topk.FAMILY,
 }
 
 

@@ -42,10 +42,28 @@ class SequenceNetwork(RecommenderNetwork):
         raise NotImplementedError
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:  # (B,), (B,) -> (B,)
-        return self.score_sequence(self.user_sequence[user]).gather(1, item[:, None]).squeeze(1)
+        # Pairs repeat users (sampled ranking): score each distinct user's prefix once.
+        uniq, inverse = torch.unique(user, return_inverse=True)
+        return self.score_sequence(self.user_sequence[uniq])[inverse, item]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        adopt_buffer_shapes(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         return self.score_sequence(self.user_sequence[user])  # (B, I)
+
+
+def adopt_buffer_shapes(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], prefix: str) -> None:
+    """Resize `module`'s own buffers to their shapes in `state_dict` before it is loaded.
+
+    Fitted tables (sessions, posting lists, transitions) are sized by the training data, which the
+    shell a model is rebuilt from on load does not have; the saved tensors carry the real sizes.
+    """
+    for name, buf in list(module._buffers.items()):
+        saved = state_dict.get(prefix + name)
+        if buf is not None and saved is not None and saved.shape != buf.shape:
+            module._buffers[name] = torch.empty(saved.shape, dtype=saved.dtype, device=buf.device)
 
 
 def sequence_batches(

@@ -4,6 +4,7 @@ from typing import Any
 
 import pandas as pd
 
+from recforge.data.interactions import InteractionData
 from recforge.evaluation.report import (
     EvaluationConfig,
     build_leaderboard,
@@ -12,6 +13,7 @@ from recforge.evaluation.report import (
     leaderboard_markdown,
     recommendations_table,
 )
+from recforge.evaluation.sessions import evaluate_sessions, session_leaderboard
 
 
 def evaluate_model(
@@ -44,3 +46,25 @@ def report_leaderboard(
         for _, row in board.iterrows()
     }
     return board, leaderboard_markdown(board), leaderboard_figure(board, k=k), flat
+
+
+def evaluate_session_model(
+    model: Any,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    user_map: pd.DataFrame,
+    item_map: pd.DataFrame,
+    evaluation: EvaluationConfig,
+) -> dict[str, Any]:
+    """Next-item (every position and last item) and user-sequence protocols; families that cannot
+    score an ordered prefix are marked skipped."""
+    seen = InteractionData.from_frame(train, len(user_map), len(item_map), name="train")
+    return evaluate_sessions(
+        model, seen, test, ks=evaluation.ks, seed=evaluation.seed, batch_size=evaluation.batch_size
+    )
+
+
+def report_session_leaderboard(**session_metrics: dict[str, Any]) -> tuple[pd.DataFrame, str]:
+    """The session section of the leaderboard: one row per family that can score a prefix."""
+    board = session_leaderboard(session_metrics)
+    return board, leaderboard_markdown(board, title="Session leaderboard (next-item prediction)")

@@ -9,7 +9,13 @@ import warnings
 from kedro.pipeline import Node, Pipeline
 
 from recforge.models.registry import FAMILIES
-from recforge.pipelines.evaluation.nodes import evaluate_model, recommend_items, report_leaderboard
+from recforge.pipelines.evaluation.nodes import (
+    evaluate_model,
+    evaluate_session_model,
+    recommend_items,
+    report_leaderboard,
+    report_session_leaderboard,
+)
 
 SHARED = {"train", "test", "user_map", "item_map"}
 
@@ -22,6 +28,12 @@ def create_family_pipeline(family: str) -> Pipeline:
                 inputs=["model", "train", "test", "user_map", "item_map", "params:evaluation"],
                 outputs="metrics",
                 name="evaluate_model",
+            ),
+            Node(
+                evaluate_session_model,
+                inputs=["model", "train", "test", "user_map", "item_map", "params:evaluation"],
+                outputs="session_metrics",
+                name="evaluate_session_model",
             ),
             Node(
                 recommend_items,
@@ -47,7 +59,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                     inputs={"evaluation": "params:evaluation", **{f: f"{f}.metrics" for f in FAMILIES}},
                     outputs=["leaderboard", "leaderboard_md", "leaderboard_plot", "metrics"],
                     name="report_leaderboard",
-                )
+                ),
+                Node(
+                    report_session_leaderboard,
+                    inputs={f: f"{f}.session_metrics" for f in FAMILIES},
+                    outputs=["session_leaderboard", "session_leaderboard_md"],
+                    name="report_session_leaderboard",
+                ),
             ]
         )
     return per_family + leaderboard

@@ -1,0 +1,299 @@
+"""`sasrec`, `narm`, `tcn` on MovieLens-100K user sequences, against RecBole's SASRec figures.
+
+Protocol (RecBole's sequential defaults): each user's interactions in time order (ties in file
+order); leave-last-out — the last item is the test target, the one before it the validation
+target, the rest is train. Sequences are cut to the last 50 items, the loss is full softmax
+cross-entropy, a batch holds 2,048 next-item targets, Adam with lr 1e-3. Training early-stops on
+validation NDCG@10 (patience 10) and keeps the best epoch. The test target is ranked against every
+item from the user's last 50 items before it (train + validation item); NDCG@10 is reported as
+RecBole computes it for sequential models (items already seen are not removed) and with them
+removed.
+
+Per family, in a fresh process: seconds per training epoch (the loop's own timing, without
+validation), next-item targets per second, CPU seconds of the whole fit, peak RSS of the process
+(`resource.getrusage`), test NDCG@10 / HR@10.
+
+A second table (`--synthetic`) fits tcn, cnn3d, narm and sasrec with the parameters proposed for
+`conf/base/parameters_training.yml` on the synthetic `default` shop (temporal split as in
+`parameters_splitting.yml`; cnn3d gets the items' text and category) and reports the fit time
+against the 25 s budget, leaderboard NDCG@10 and next-item MRR@20 inside the test sessions.
+
+    .venv/bin/python bench/bench_sessions_attention.py [/work/shared/data/movielens-100k/u.data]
+        [--families sasrec narm tcn] [--epochs 200] [--threads 2] [--synthetic]
+        [--out bench/results/sessions_attention.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recforge.data.interactions import InteractionData
+from recforge.data.sequences import PAD
+from recforge.training.recommender import Recommender
+
+logger = logging.getLogger("bench_sessions_attention")
+
+MAX_LEN, BATCH, LR, PATIENCE = 50, 2048, 1e-3, 10
+MODELS: dict[str, dict] = {
+    "sasrec": {"dim": 64, "heads": 2, "blocks": 2, "dropout": 0.5, "max_len": MAX_LEN, "loss": "ce", "by": "user"},
+    "narm": {"dim": 64, "hidden": 100, "max_len": MAX_LEN, "loss": "ce", "by": "user"},
+    "tcn": {"dim": 64, "levels": 4, "kernel_size": 3, "dropout": 0.3, "max_len": MAX_LEN, "loss": "ce", "by": "user"},
+}
+RECBOLE_SASREC = {"epoch_s": 121.0, "ndcg@10": 0.058, "peak_rss_gb": 3.7}
+# the parameters proposed for the default `kedro run` (model, training)
+PROPOSED: dict[str, tuple[dict, dict]] = {
+    "tcn": ({}, {"epochs": 4, "batch_size": 2048, "lr": 0.003, "early_stopping_metric": "ndcg@10", "patience": 2}),
+    "cnn3d": ({}, {"epochs": 4, "batch_size": 2048, "lr": 0.003, "early_stopping_metric": "ndcg@10", "patience": 2}),
+    "narm": ({"by": "user", "max_len": 20},
+             {"epochs": 4, "batch_size": 2048, "lr": 0.003, "early_stopping_metric": "ndcg@10", "patience": 2}),
+    "sasrec": ({"dropout": 0.5},
+               {"epochs": 4, "batch_size": 2048, "lr": 0.002, "early_stopping_metric": "ndcg@10", "patience": 2}),
+}
+
+
+def leave_last_out(path: Path) -> tuple[InteractionData, InteractionData, np.ndarray]:
+    """(train, valid, rows) of u.data: per user, the last item is test, the one before valid;
+    `rows` holds (user, item, rank from the end) of every row in time order."""
+    raw = np.loadtxt(path, dtype=np.int64)  # user, item, rating, timestamp
+    _, user = np.unique(raw[:, 0], return_inverse=True)
+    _, item = np.unique(raw[:, 1], return_inverse=True)
+    ts = raw[:, 3]
+    order = np.lexsort((np.arange(len(raw)), ts, user))
+    user, item, ts = user[order], item[order], ts[order]
+    last = np.flatnonzero(np.r_[user[1:] != user[:-1], True])  # (U,) each user's last row
+    first = np.r_[0, last[:-1] + 1]
+    rank = np.repeat(last, last - first + 1) - np.arange(len(user))  # (N,) 0 = last, 1 = second last
+    n_users, n_items = int(user.max()) + 1, int(item.max()) + 1
+
+    def part(mask: np.ndarray) -> InteractionData:
+        return InteractionData(
+            user_idx=user[mask], item_idx=item[mask], value=np.ones(int(mask.sum()), np.float32),
+            timestamp=ts[mask], n_users=n_users, n_items=n_items,
+        )
+
+    return part(rank >= 2), part(rank == 1), np.stack([user, item, rank], axis=1)
+
+
+def prefixes_before_test(rows: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users (U,), right-aligned prefixes (U, max_len) of the items before each test item, targets)."""
+    user, item, rank = rows.T
+    test = np.flatnonzero(rank == 0)  # (U,) the last row of each user
+    window = test[:, None] - max_len + np.arange(max_len)[None, :]  # (U, L)
+    first = np.r_[0, test[:-1] + 1]  # each user's first row
+    prefixes = np.where(window >= first[:, None], item[np.clip(window, 0, None)], PAD)
+    return user[test], prefixes, item[test]
+
+
+def ndcg_hr(scores: torch.Tensor, target: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    rank = (scores > scores.gather(1, target[:, None])).sum(1).numpy()  # (U,) 0-based
+    hit = rank < 10
+    return np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0), hit.astype(np.float64)
+
+
+def measure(job: dict) -> dict:
+    """Fit one family and evaluate it on test; run in its own process for a clean peak RSS."""
+    torch.set_num_threads(job["threads"])
+    train, valid, rows = leave_last_out(Path(job["udata"]))
+    family = job["family"]
+    rec = Recommender(
+        family, MODELS[family],
+        {"epochs": job["epochs"], "batch_size": BATCH, "lr": LR, "device": "cpu", "seed": 0,
+         "early_stopping_metric": "ndcg@10", "patience": PATIENCE},
+    )
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    load = [os.getloadavg()[0]]
+    history = rec.fit(train, valid, seen=train.csr)
+    fit_s, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    load.append(os.getloadavg()[0])
+
+    users, prefixes, targets = prefixes_before_test(rows, MAX_LEN)
+    net = rec.network.eval()
+    with torch.no_grad():
+        scores = net.score_sequence(torch.as_tensor(prefixes)).float()  # (U, I)
+        target = torch.as_tensor(targets)
+        ndcg, hr = ndcg_hr(scores, target)
+        seen = torch.as_tensor((train.csr + valid.csr)[users].toarray() > 0)  # (U, I) the whole history
+        seen[torch.arange(len(users)), target] = False
+        ndcg_masked, hr_masked = ndcg_hr(scores.masked_fill(seen, float("-inf")), target)
+    epochs = history.epochs
+    targets_per_epoch = len(train) - len(np.unique(train.user_idx))
+    return {
+        **job, "epochs_run": epochs, "best_epoch": history.best_epoch,
+        "epoch_s": float(np.mean(history.seconds)), "epoch_s_min": float(np.min(history.seconds)),
+        "targets_per_epoch": int(targets_per_epoch),
+        "targets_per_s": float(targets_per_epoch / np.mean(history.seconds)),
+        "fit_s": fit_s, "fit_cpu_s": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "ndcg@10": float(ndcg.mean()), "hr@10": float(hr.mean()),
+        "ndcg@10_seen_removed": float(ndcg_masked.mean()), "hr@10_seen_removed": float(hr_masked.mean()),
+        "valid_ndcg@10": history.best_metric, "load": load,
+        "shape": f"{train.n_users} users x {train.n_items} items, {len(train)} train rows",
+    }
+
+
+def measure_synthetic(job: dict) -> dict:
+    """Fit one family with its proposed parameters on the synthetic default shop."""
+    from recforge.data.sequences import build_sequences, next_item_examples
+    from recforge.data.splits import SplitConfig, filter_interactions, split_interactions
+    from recforge.data.synthetic import ShopConfig, generate_shop
+    from recforge.evaluation.protocols import full_ranking
+    from recforge.models.cnn3d import item_content
+
+    torch.set_num_threads(job["threads"])
+    shop = generate_shop(ShopConfig(with_media=False))
+    config = SplitConfig(strategy="temporal", valid_fraction=0.1, test_fraction=0.1, seed=42,
+                         min_user_interactions=3, min_item_interactions=3)
+    s = split_interactions(filter_interactions(shop.interactions, config), None, config)
+    n_users, n_items = len(s.user_map), len(s.item_map)
+    train, valid, test = (InteractionData.from_frame(f, n_users, n_items) for f in (s.train, s.valid, s.test))
+    family = job["family"]
+    model, training = PROPOSED.get(family, ({}, {"epochs": 0}))
+    rec = Recommender(family, model, {**training, "device": "cpu", "seed": 0})
+    content = item_content(shop.items, s.item_map.to_frame()) if family == "cnn3d" else None
+    load = [os.getloadavg()[0]]
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    history = rec.fit(train, valid, seen=train.csr, item_vectors=content)
+    fit_s, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    load.append(os.getloadavg()[0])
+    ndcg = full_ranking(rec.score_fn(), train.csr, test, ks=(10,))["ndcg@10"]
+    prefixes, targets, _ = next_item_examples(build_sequences(test, by="session", min_length=2), 20)
+    with torch.no_grad():
+        if family == "popularity":
+            scores = rec.network.log_count.expand(len(targets), -1)
+        else:
+            scores = rec.network.score_sequence(torch.as_tensor(prefixes)).float()
+    target = torch.as_tensor(targets)
+    rank = (scores > scores.gather(1, target[:, None])).sum(1)
+    mrr = float(torch.where(rank < 20, 1.0 / (rank + 1), 0.0).mean())
+    return {
+        **job, "model": model, "training": training, "epochs_run": history.epochs, "best_epoch": history.best_epoch,
+        "fit_s": fit_s, "fit_cpu_s": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime),
+        "epoch_s": float(np.mean(history.seconds)) if history.seconds else 0.0,
+        "ndcg@10": ndcg, "session_mrr@20": mrr, "load": load,
+        "shape": f"{n_users} users x {n_items} items, {len(train)} train / {len(test)} test rows, "
+                 f"{len(targets)} test-session next-item targets",
+    }
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def report(rows: list[dict], command: str) -> str:
+    base = RECBOLE_SASREC
+    lines = [
+        "# Session and attention families on MovieLens-100K (issue #5, part 3)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}; torch {torch.__version__}, "
+        f"{rows[0]['threads']} torch threads, CPU only; each family in its own process. `load` is the "
+        "1-minute load average before and after the fit: other jobs on the machine inflate the wall "
+        "times (CPU s is less sensitive to them).",
+        "",
+        f"Data: {rows[0]['shape']}; leave-last-out, max length {MAX_LEN}, full softmax cross-entropy, "
+        f"{BATCH} next-item targets per batch, Adam lr {LR}, early stopping on validation NDCG@10 "
+        f"(patience {PATIENCE}), best epoch restored. Test: full ranking of all items; "
+        "`NDCG@10` keeps seen items in the ranking (RecBole's protocol for sequential models), "
+        "`seen removed` masks the user's history.",
+        "",
+        f"Reference (RecBole SASRec, same protocol): {base['epoch_s']:.0f} s per epoch, test NDCG@10 "
+        f"{base['ndcg@10']}, peak RSS {base['peak_rss_gb']} GB.",
+        "",
+        "| family | epochs (best) | s / epoch | vs RecBole | targets / s | fit s (CPU s) | peak RSS MB | "
+        "NDCG@10 | HR@10 | NDCG@10 seen removed | valid NDCG@10 | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['family']} | {r['epochs_run']} ({r['best_epoch'] + 1}) | {r['epoch_s']:.2f} | "
+            f"{r['epoch_s'] / base['epoch_s']:.3f}x | {r['targets_per_s']:,.0f} | {r['fit_s']:.0f} ({r['fit_cpu_s']:.0f}) | "
+            f"{r['peak_rss_mb']:.0f} | {r['ndcg@10']:.4f} | {r['hr@10']:.4f} | {r['ndcg@10_seen_removed']:.4f} | "
+            f"{r['valid_ndcg@10']:.4f} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |"
+        )
+    models = "; ".join(f"{k}: {json.dumps(v)}" for k, v in MODELS.items() if any(r["family"] == k for r in rows))
+    lines += ["", f"Model configs: {models}", ""]
+    return "\n".join(lines)
+
+
+def report_synthetic(rows: list[dict]) -> str:
+    lines = [
+        "## Synthetic default shop: the parameters proposed for the default `kedro run`",
+        "",
+        f"Data: {rows[0]['shape']}; temporal split 80/10/10, k-core 3 (as `parameters_splitting.yml`); "
+        f"{rows[0]['threads']} torch thread(s). Fit = `Recommender.fit` including the per-epoch validation "
+        "(early stopping on NDCG@10, best epoch restored); budget 25 s per family. NDCG@10: full ranking "
+        "of the test split from each user's training sequence (the leaderboard); session MRR@20: every "
+        "next item of the test sessions scored from the session's own prefix.",
+        "",
+        "| family | model | training | epochs (best) | s / epoch | fit s | fit CPU s | NDCG@10 | session MRR@20 | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        best = "" if r["best_epoch"] is None else f" ({r['best_epoch'] + 1})"
+        lines.append(
+            f"| {r['family']} | `{json.dumps(r['model'])}` | `{json.dumps(r['training'])}` | {r['epochs_run']}{best} | "
+            f"{r['epoch_s']:.1f} | {r['fit_s']:.1f} | {r['fit_cpu_s']:.1f} | {r['ndcg@10']:.4f} | "
+            f"{r['session_mrr@20']:.4f} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |"
+        )
+    return "\n".join(lines + [""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("udata", nargs="?", default="/work/shared/data/movielens-100k/u.data")
+    parser.add_argument("--families", nargs="*", default=["sasrec", "narm", "tcn"], choices=list(MODELS))
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="bench/results/sessions_attention.md")
+    parser.add_argument("--synthetic", action="store_true", help="also fit the proposed defaults on the synthetic shop")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # JSON job: run one family, print JSON
+    args = parser.parse_args()
+    if args.worker:
+        logging.disable(logging.INFO)
+        job = json.loads(args.worker)
+        result = measure_synthetic(job) if job.get("synthetic") else measure(job)
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    def run(job: dict) -> dict:
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", json.dumps(job)], check=True, capture_output=True, text=True,
+        ).stdout
+        row = json.loads(out.strip().splitlines()[-1])
+        logger.info("%s", {k: row.get(k) for k in ("family", "epochs_run", "epoch_s", "fit_cpu_s", "ndcg@10", "load")})
+        return row
+
+    rows = [run({"family": f, "epochs": args.epochs, "threads": args.threads, "udata": args.udata})
+            for f in args.families]
+    command = (f"cd /work/main && .venv/bin/python bench/bench_sessions_attention.py {args.udata} "
+               f"--families {' '.join(args.families)} --epochs {args.epochs} --threads {args.threads}"
+               + (" --synthetic" if args.synthetic else ""))
+    text = report(rows, command) if rows else f"Command: `{command}`\n"
+    if args.synthetic:
+        synthetic = [run({"family": f, "threads": args.threads, "synthetic": True})
+                     for f in ("popularity", *PROPOSED)]
+        text += "\n" + report_synthetic(synthetic)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    logger.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    main()
