@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# OpenMP threads that spin while idle make torch several times slower on shared 2-core machines.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: run test install clean-venv viz repro
 

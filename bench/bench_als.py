@@ -36,7 +36,6 @@ from threadpoolctl import threadpool_limits
 
 from recforge.data.interactions import InteractionData
 from recforge.evaluation.protocols import full_ranking
-from recforge.models import als
 from recforge.training.recommender import Recommender
 
 logger = logging.getLogger("bench_als")

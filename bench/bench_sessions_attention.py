@@ -55,7 +55,7 @@ RECBOLE_SASREC = {"epoch_s": 121.0, "ndcg@10": 0.058, "peak_rss_gb": 3.7}
 # the parameters proposed for the default `kedro run` (model, training)
 PROPOSED: dict[str, tuple[dict, dict]] = {
     "tcn": ({}, {"epochs": 4, "batch_size": 2048, "lr": 0.003, "early_stopping_metric": "ndcg@10", "patience": 2}),
-    "cnn3d": ({}, {"epochs": 4, "batch_size": 2048, "lr": 0.003, "early_stopping_metric": "ndcg@10", "patience": 2}),
+    "cnn3d": ({"by": "user"}, {"epochs": 4, "batch_size": 2048, "lr": 0.003, "early_stopping_metric": "ndcg@10", "patience": 2}),
     "narm": ({"by": "user", "max_len": 20},
              {"epochs": 4, "batch_size": 2048, "lr": 0.003, "early_stopping_metric": "ndcg@10", "patience": 2}),
     "sasrec": ({"dropout": 0.5},

@@ -73,8 +73,11 @@ def test_ingestion_validation_splitting_run_through_kedro(project):
 def test_dvc_stages_mirror_the_pipelines_and_the_registry():
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert sorted(spec["training"]["foreach"]) == sorted(FAMILIES)
+    from kedro.framework.project import configure_project
+
     from recforge.pipeline_registry import register_pipelines
 
+    configure_project("recforge")
     pipelines = register_pipelines()
     for name, stage in spec.items():
         cmd = stage["do"]["cmd"] if "do" in stage else stage["cmd"]

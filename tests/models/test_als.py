@@ -101,6 +101,13 @@ def test_shapes_and_one_batch_per_epoch():
     assert batch["ui_indptr"].shape == (train.n_users + 1,) and batch["iu_indptr"].shape == (train.n_items + 1,)
     loss = als.loss(net, batch, cfg)
     assert loss.shape == () and not loss.requires_grad
+    # later epochs of the same fit reuse the matrices; other training data gets its own
+    assert next(als.batches(net, train, cfg, 1024, torch.Generator())) is batch
+    other = _planted(seed=1)
+    assert next(als.batches(net, other, cfg, 1024, torch.Generator()))["ui_indices"].tolist() == (
+        als.interaction_matrices(other)["ui_indices"].tolist()
+    )
+    assert "matrices" not in "".join(net.state_dict())
 
 
 def test_repeated_events_add_up():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from recforge.data.interactions import InteractionData
-from recforge.data.sequences import PAD, build_sequences, next_item_examples
+from recforge.data.sequences import PAD, Sequences, build_sequences, next_item_examples
 from recforge.data.splits import SplitConfig, filter_interactions, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.models import cnn3d
@@ -58,6 +58,21 @@ def test_windows_make_every_item_but_the_first_a_target_once_with_its_predecesso
     valid = targets >= 0
     assert (valid[:, :-1] | ~valid[:, 1:]).all()
     assert valid[np.flatnonzero(seq == 4)[-1]].all()
+
+
+def test_overlapping_windows_score_every_target_once_with_at_least_max_len_minus_stride_context():
+    lengths = np.array([1, 2, 7, 23, 50, 61])
+    offsets = np.r_[0, np.cumsum(lengths)]
+    seqs = Sequences(offsets=offsets, items=np.arange(offsets[-1]), users=np.arange(6),
+                     timestamps=np.arange(offsets[-1]), events=None, n_items=int(offsets[-1]))
+    inputs, targets, seq = sequence_windows(seqs, max_len=10, stride=4)
+    valid = targets >= 0
+    # item ids are flat positions, so every target appears once and all but the first items do
+    np.testing.assert_array_equal(np.sort(targets[valid]), np.setdiff1d(seqs.items, offsets[:-1]))
+    for r, c in zip(*np.nonzero(valid)):
+        p = targets[r, c] - offsets[seq[r]]  # the target's position in its sequence
+        np.testing.assert_array_equal(inputs[r, : c + 1], np.arange(targets[r, c] - c - 1, targets[r, c]))
+        assert c + 1 >= min(p, 10 - 4 + 1)  # max_len - stride + 1 items of context, or all of them
 
 
 def test_window_batches_hold_about_batch_size_targets_and_cover_every_target():

@@ -18,6 +18,7 @@ from recforge.evaluation.metrics import single_target_metrics
 from recforge.models import contextual_rnn, gru4rec, hrnn, lstm
 from recforge.models.rnn_common import (
     UNKNOWN_EVENT,
+    cut_units,
     event_codes,
     gap_buckets,
     parallel_batches,
@@ -30,7 +31,7 @@ from recforge.training.recommender import Recommender
 
 FAMILIES = ("gru4rec", "contextual_rnn", "hrnn", "lstm")
 MODULES = {"gru4rec": gru4rec, "contextual_rnn": contextual_rnn, "hrnn": hrnn, "lstm": lstm}
-TRAIN = {"device": "cpu", "seed": 0, "epochs": 5, "batch_size": 512, "lr": 0.01}
+TRAIN = {"device": "cpu", "seed": 0, "epochs": 4, "batch_size": 512, "lr": 0.01}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,7 +46,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def sessions() -> tuple[InteractionData, InteractionData]:
     """The synthetic shop split by session start: the last 20 % of sessions are the test."""
-    shop = generate_shop(ShopConfig(preset="tiny", n_users=300, n_items=150, n_sessions=3000, with_media=False))
+    shop = generate_shop(ShopConfig(preset="tiny", n_users=200, n_items=150, n_sessions=2000, with_media=False))
     df = shop.interactions
     df = df.assign(user_idx=pd.factorize(df["user_id"])[0], item_idx=pd.factorize(df["item_id"])[0])
     start = df.groupby("session_id")["timestamp"].transform("min")
@@ -209,7 +210,7 @@ def test_gru4rec_trains_with_every_ranking_loss(loss, sessions):
     train = sessions[0]
     small = dataclasses.replace(train, **{k: getattr(train, k)[:4000] for k in
                                           ("user_idx", "item_idx", "value", "timestamp", "session", "event")})
-    rec = Recommender("gru4rec", {"loss": loss, "n_negatives": 32}, {**TRAIN, "epochs": 3})
+    rec = Recommender("gru4rec", {"loss": loss, "n_extra_negatives": 32}, {**TRAIN, "epochs": 3})
     history = rec.fit(small)
     assert np.isfinite(history.loss).all() and history.loss[-1] < history.loss[0]
 
@@ -276,3 +277,24 @@ def test_sequence_steps_cut_long_sequences_into_runs():
     assert steps.start.tolist() == [True, False, False, True, False, False, True]
     batches = list(parallel_batches(steps, 6, 3, torch.Generator().manual_seed(0)))
     assert sum(len(b["rows"]) for b in batches) == 7
+
+
+def test_heavy_units_are_cut_at_run_starts():
+    data = hand_made()
+    steps = sequence_steps(training_sequences(data, "user"), max_len=2)
+    # user 0: 6 steps in runs of 2; user 1: 1 step. Cut at 4: user 0 becomes 4 + 2 steps.
+    steps = dataclasses.replace(steps, unit=np.array([0, 6, 7]))
+    assert np.diff(cut_units(steps, 4).unit).tolist() == [4, 2, 1]
+    assert np.diff(cut_units(steps, 3).unit).tolist() == [4, 2, 1]  # never inside a run
+    assert cut_units(steps, 6) is steps
+
+
+def test_without_a_session_column_sessions_are_cut_by_inactivity():
+    data = dataclasses.replace(hand_made(), session=None)
+    seqs = training_sequences(data, "session", session_gap_s=100)
+    # user 0 pauses for ~80 minutes between 4 and 7; each user's sessions come in time order
+    assert np.diff(seqs.offsets).tolist() == [4, 3, 2]
+    assert seqs.users.tolist() == [0, 0, 1]
+    config = hrnn.HRNNConfig(dim=4, hidden=3, user_hidden=2, session_gap_s=100)
+    net = hrnn.build(config, data)
+    assert net.steps.start.sum() == 3 and net.steps.unit_start.sum() == 2

@@ -22,6 +22,7 @@ brand together, which matters most for rare items with few co-occurrences.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -31,7 +32,7 @@ from pydantic import Field
 
 from recforge.data.errors import DataError
 from recforge.data.schema import STRING
-from recforge.encoders.sequences import Corpus, SequenceConfig, keep_probabilities, subsample, window_pairs
+from recforge.encoders.sequences import Corpus, SequenceConfig, gather, keep_probabilities, subsample, window_pairs
 from recforge.encoders.word2vec import (
     EmbeddingResult,
     Examples,
@@ -88,12 +89,12 @@ def meta_examples(
 
     def draw(generator: torch.Generator) -> Examples:
         kept = subsample(corpus, keep, generator)  # (M,)
-        t, s = tokens[kept], sequence[kept]
+        t, s = gather(tokens, kept), gather(sequence, kept)
         c, x = window_pairs(s, config.window, generator)
-        i, j = t[c], t[x]  # (P,) input item, context item
-        mi, mj = meta_tok[i], meta_tok[j]  # (P, F)
+        i, j = gather(t, c), gather(t, x)  # (P,) input item, context item
+        mi, mj = gather(meta_tok, i), gather(meta_tok, j)  # (P, F)
         f = mi.shape[1]
-        inputs = [i, i[:, None].expand(-1, f), mi, mi[:, :, None].expand(-1, -1, f), meta_tok[t]]
+        inputs = [i, i[:, None].expand(-1, f), mi, mi[:, :, None].expand(-1, -1, f), gather(meta_tok, t)]
         targets = [j, mj, j[:, None].expand(-1, f), mj[:, None, :].expand(-1, f, -1), t[:, None].expand(-1, f)]
         weights = [1.0, lam, lam, lam, lam]
         inp = torch.cat([v.reshape(-1) for v in inputs])
@@ -132,10 +133,11 @@ def fit_meta_prod2vec(
     ])
     network = make_network(n_vocab, n_vocab, config, train_config)
     noise = noise_distribution(counts, config.ns_exponent)
+    cpu = time.process_time()
     history = train_word2vec(network, meta_examples(corpus, meta, config), noise, config, train_config, callbacks)
     index = np.flatnonzero(corpus.counts > 0)
     vectors = network.input.weight.detach()[torch.from_numpy(index)].float().cpu().numpy()
-    stats = throughput(len(corpus), history)
+    stats = throughput(len(corpus), history, time.process_time() - cpu)
     report = {
         "engine": "torch", "sequences": corpus.n_sequences, "tokens": len(corpus), "items": len(index),
         "metadata_tokens": n_meta, "metadata": list(config.metadata), "meta_weight": config.meta_weight, **stats,

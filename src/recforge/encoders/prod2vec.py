@@ -24,6 +24,7 @@ import torch
 from recforge.encoders.sequences import (
     Corpus,
     SequenceConfig,
+    gather,
     keep_probabilities,
     subsample,
     window_bags,
@@ -59,12 +60,12 @@ def item_examples(corpus: Corpus, config: Word2VecConfig) -> Callable[[torch.Gen
 
     def draw(generator: torch.Generator) -> Examples:
         kept = subsample(corpus, keep, generator)  # (M,)
-        t, s = tokens[kept], sequence[kept]
+        t, s = gather(tokens, kept), gather(sequence, kept)
         if config.architecture == "cbow":
             center, bag, mask = window_bags(s, config.window, generator)
-            return {"target": t[center], "bag": t[bag], "bag_mask": mask}
+            return {"target": gather(t, center), "bag": gather(t, bag), "bag_mask": mask}
         center, context = window_pairs(s, config.window, generator)
-        return {"target": t[context], "input": t[center]}
+        return {"target": gather(t, context), "input": gather(t, center)}
 
     return draw
 
@@ -84,10 +85,11 @@ def fit_prod2vec(
         network = make_network(corpus.n_items, corpus.n_items, config, train_config)
         draw = item_examples(corpus, config)
         noise = noise_distribution(corpus.counts, config.ns_exponent)
+        cpu = time.process_time()
         history = train_word2vec(network, draw, noise, config, train_config, callbacks)
         index = np.flatnonzero(corpus.counts > 0)
         vectors = network.input.weight.detach()[torch.from_numpy(index)].float().cpu().numpy()
-        stats = throughput(len(corpus), history)
+        stats = throughput(len(corpus), history, time.process_time() - cpu)
     report = {
         "engine": config.engine,
         "sequences": corpus.n_sequences,
@@ -144,14 +146,19 @@ def _fit_gensim(
         workers=config.workers, epochs=train_config.epochs,
     )
     model.build_vocab(sentences)
+    cpu = time.process_time()
     model.train(sentences, total_examples=len(sentences), epochs=train_config.epochs, callbacks=[epochs])
+    cpu = time.process_time() - cpu
     keys = np.asarray(model.wv.index_to_key, dtype=np.int64)
     order = np.argsort(keys)
     seconds = float(sum(epochs.seconds))
+    words = len(corpus) * train_config.epochs
     stats = {
         "epochs": train_config.epochs,
         "seconds": round(seconds, 3),
-        "words_per_s": round(len(corpus) * train_config.epochs / seconds, 1) if seconds > 0 else 0.0,
+        "cpu_seconds": round(cpu, 3),
+        "words_per_s": round(words / seconds, 1) if seconds > 0 else 0.0,
+        "words_per_cpu_s": round(words / cpu, 1) if cpu > 0 else 0.0,
         "examples_per_s": float("nan"),
         "final_loss": float("nan"),
     }

@@ -112,6 +112,12 @@ def last_items(data: InteractionData, n: int) -> np.ndarray:
     return out
 
 
+def gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`values[index]` for an index of any shape, by `index_select`: several times faster than
+    advanced indexing on CPU, and these gathers run over every token of every epoch."""
+    return values.index_select(0, index.reshape(-1)).view(*index.shape, *values.shape[1:])
+
+
 def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
     """Per-item probability of keeping an occurrence under frequent-item subsampling (gensim's)."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -170,7 +176,7 @@ def window_bags(
     bag = pos[:, None] + offsets[None, :]  # (M, 2W)
     inside = (bag >= 0) & (bag < n)
     bag = bag.clamp(0, max(n - 1, 0))
-    mask = inside & (sequence[bag] == sequence[:, None]) & (offsets.abs()[None, :] <= b[:, None])
+    mask = inside & (gather(sequence, bag) == sequence[:, None]) & (offsets.abs()[None, :] <= b[:, None])
     if keep_empty:
         return pos, bag, mask
     has = mask.any(dim=1)

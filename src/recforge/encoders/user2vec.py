@@ -18,13 +18,22 @@ item input rows never move) and user vectors.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
 import torch
 
-from recforge.encoders.sequences import Corpus, SequenceConfig, keep_probabilities, subsample, window_bags, window_pairs
+from recforge.encoders.sequences import (
+    Corpus,
+    SequenceConfig,
+    gather,
+    keep_probabilities,
+    subsample,
+    window_bags,
+    window_pairs,
+)
 from recforge.encoders.word2vec import (
     EmbeddingResult,
     Examples,
@@ -58,17 +67,18 @@ def user_examples(corpus: Corpus, config: User2VecConfig) -> Callable[[torch.Gen
 
     def draw(generator: torch.Generator) -> Examples:
         kept = subsample(corpus, keep, generator)  # (M,)
-        t, s = tokens[kept], sequence[kept]
+        t, s = gather(tokens, kept), gather(sequence, kept)
+        user = gather(user_token, s)  # (M,) each kept token's user
         if config.mode == "dm":
             center, bag, mask = window_bags(s, config.window, generator, keep_empty=True)
-            bag_tokens = torch.cat([t[bag], user_token[s[center]][:, None]], dim=1)  # (E, 2W + 1)
+            bag_tokens = torch.cat([gather(t, bag), gather(user, center)[:, None]], dim=1)  # (E, 2W + 1)
             mask = torch.cat([mask, torch.ones(len(center), 1, dtype=torch.bool)], dim=1)
-            return {"target": t[center], "bag": bag_tokens, "bag_mask": mask}
-        inputs, targets = [user_token[s]], [t]  # the user predicts each of its items
+            return {"target": gather(t, center), "bag": bag_tokens, "bag_mask": mask}
+        inputs, targets = [user], [t]  # the user predicts each of its items
         if config.train_items:
             c, x = window_pairs(s, config.window, generator)
-            inputs.append(t[c])
-            targets.append(t[x])
+            inputs.append(gather(t, c))
+            targets.append(gather(t, x))
         return {"target": torch.cat(targets), "input": torch.cat(inputs)}
 
     return draw
@@ -86,13 +96,14 @@ def fit_user2vec(
     n_items, n_users = corpus.n_items, corpus.n_users
     network = make_network(n_items + n_users, n_items, config, train_config)
     noise = noise_distribution(corpus.counts, config.ns_exponent)
+    cpu = time.process_time()
     history = train_word2vec(network, user_examples(corpus, config), noise, config, train_config, callbacks)
     items = np.flatnonzero(corpus.counts > 0)
     users = np.unique(corpus.owner)
     item_table = network.output if config.mode == "dbow" and not config.train_items else network.input
     item_vectors = item_table.weight.detach()[torch.from_numpy(items)].float().cpu().numpy()
     user_vectors = network.input.weight.detach()[torch.from_numpy(users + n_items)].float().cpu().numpy()
-    stats = throughput(len(corpus), history)
+    stats = throughput(len(corpus), history, time.process_time() - cpu)
     report = {
         "engine": "torch", "mode": config.mode, "train_items": config.train_items,
         "sequences": corpus.n_sequences, "tokens": len(corpus), "items": len(items), "users": len(users), **stats,

@@ -64,7 +64,7 @@ class Word2VecConfig(BaseModel):
     window: int = Field(5, ge=1)
     negative: int = Field(5, ge=1, description="noise draws per example (their total weight)")
     shared_negatives: int = Field(16, ge=1, description="noise items drawn per group of examples")
-    negative_group: int = Field(512, ge=1, description="examples sharing one draw of noise items")
+    negative_group: int = Field(1024, ge=1, description="examples sharing one draw of noise items")
     sample: float = Field(1e-3, ge=0, description="frequent-item subsampling threshold, 0 = off")
     ns_exponent: float = Field(0.75, ge=0)
     architecture: Literal["skipgram", "cbow"] = "skipgram"
@@ -155,36 +155,37 @@ def skipgram_loss(network: SkipGram, batch: Batch, negative: int) -> torch.Tenso
 @torch.no_grad()
 def _sgns_gradients(w_in: torch.Tensor, w_out: torch.Tensor, part: Batch, negative: int) -> dict[str, torch.Tensor]:
     """The fused step's scaled gradients for one slice of a batch (whole groups), reading only."""
-    target, noise, lr = part["target"], part["negative"], part["lr"].float()
+    target, noise, lr = part["target"], part["negative"], part["lr"]
     groups, n_noise = noise.shape
+    d = w_in.shape[1]
     if "bag" in part:
-        mask = part["bag_mask"].to(w_in.dtype)  # (B, C)
-        rows = w_in[part["bag"]]  # (B, C, D)
-        h = (rows * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1.0)  # (B, D)
+        bag, mask = part["bag"], part["bag_mask"].to(w_in.dtype)  # (B, C)
+        rows = w_in.index_select(0, bag.reshape(-1)).view(*bag.shape, d)  # (B, C, D)
+        h = (rows * mask[..., None]).sum(1).div_(mask.sum(1, keepdim=True).clamp_min(1.0))  # (B, D)
     else:
         h = w_in.index_select(0, part["input"])  # (B, D)
-    b, d = h.shape
+    b = h.shape[0]
     hg = h.view(groups, -1, d)  # (G, S, D)
-    o = w_out.index_select(0, target)  # (B, D), a copy: scaled in place below
+    o = w_out.index_select(0, target)  # (B, D), a copy: reused in place below
     q = w_out.index_select(0, noise.reshape(-1)).view(groups, n_noise, d)  # (G, N, D)
-    pos = (h * o).sum(-1)  # (B,)
-    sig_pos = torch.sigmoid(pos)
-    sig_neg = torch.sigmoid(torch.bmm(hg, q.transpose(1, 2)))  # (G, S, N)
+    pos = torch.linalg.vecdot(h, o)  # (B,)
+    sig_neg = torch.bmm(hg, q.transpose(1, 2)).sigmoid_()  # (G, S, N)
     ratio = negative / n_noise
-    w = part["weight"].float() if "weight" in part else torch.ones_like(pos)  # (B,)
+    w = part.get("weight")  # (B,) or None
     # The reported loss is estimated on the slice's first LOSS_ROWS examples (batches are in
     # random order): exact on every row it would cost as much as the step's B x N sigmoids.
     r = slice(0, LOSS_ROWS)
-    per = -(torch.log(sig_pos[r].clamp_min(1e-7))
-            + ratio * torch.log1p(-sig_neg.view(b, n_noise)[r].clamp_max(1 - 1e-7)).sum(-1))  # (R,)
-    g_pos = (1.0 - sig_pos) * (lr * w)  # (B,) d log σ(pos) / d pos, times the step
-    g_neg = sig_neg.mul_((lr * ratio * w).view(groups, -1, 1))  # (G, S, N) -d log σ(-neg) / d neg, times it
-    # in place where a tensor is dead: fewer (B, D) allocations per step
-    d_h = torch.baddbmm(o.mul_(g_pos[:, None]).view(groups, -1, d), g_neg, q, alpha=-1.0).view(b, d)
+    per = -(F.logsigmoid(pos[r]) + ratio * torch.log1p(-sig_neg.view(b, n_noise)[r].clamp_max(1 - 1e-7)).sum(-1))
+    loss_sum, loss_weight = (per.sum(), torch.tensor(float(len(per)))) if w is None else ((per * w[r]).sum(), w[r].sum())
+    # d log σ(pos) / d pos = 1 - σ(pos), and -d log σ(-neg) / d neg = σ(neg); both times the step
+    g_pos = pos.neg().sigmoid_().mul_(lr if w is None else lr * w)  # (B,) σ(-pos) = 1 - σ(pos)
+    g_neg = sig_neg.mul_(lr * ratio if w is None else (lr * ratio * w).view(groups, -1, 1))  # (G, S, N)
+    # in place where a tensor is dead: fewer (B, D) allocations and copies per step
+    d_h = o.mul_(g_pos[:, None]).view(groups, -1, d).baddbmm_(g_neg, q, alpha=-1.0).view(b, d)  # (B, D)
     d_noise = torch.bmm(g_neg.transpose(1, 2), hg).view(-1, d)  # (G·N, D)
     return {
         "d_h": d_h, "d_noise": d_noise, "d_target": h.mul_(g_pos[:, None]),
-        "loss_sum": (per * w[r]).sum(), "loss_weight": w[r].sum(),
+        "loss_sum": loss_sum, "loss_weight": loss_weight,
     }
 
 
@@ -276,10 +277,10 @@ def epoch_batches(
     group = min(config.negative_group, batch_size)
     batch_size -= batch_size % group
     perm = torch.randperm(n, generator=generator)  # (E,)
-    shuffled = {k: v[perm] for k, v in examples.items()}
-    tail = -n % group
+    shuffled = {k: v.index_select(0, perm) for k, v in examples.items()}  # faster than v[perm] on CPU
+    tail = -n % group  # padding examples that make the last group whole
     if tail:
-        shuffled = _pad(shuffled, tail)
+        shuffled = {k: torch.cat([v, torch.zeros((tail, *v.shape[1:]), dtype=v.dtype)]) for k, v in shuffled.items()}
     n_batches = math.ceil(n / batch_size)
     groups = math.ceil((n + tail) / group)
     draws = torch.multinomial(noise, groups * config.shared_negatives, replacement=True, generator=generator)
@@ -290,18 +291,12 @@ def epoch_batches(
         batch: Batch = {"target": parts["target"][b]}  # first key: the loop counts its rows
         batch.update({k: v[b] for k, v in parts.items() if k != "target"})
         batch["negative"] = draws[b]
+        if tail and b == n_batches - 1 and "weight" not in batch:
+            # weight 0 makes the padding change nothing; other batches keep the unweighted path
+            batch["weight"] = (torch.arange(len(batch["target"])) < len(batch["target"]) - tail).float()
         if lr is not None:
             batch["lr"] = torch.tensor(lr[0] + (lr[1] - lr[0]) * b / n_batches, dtype=torch.float32)
         out.append(batch)
-    return out
-
-
-def _pad(examples: Examples, extra: int) -> Examples:
-    """Append `extra` examples of weight 0 (they change nothing) so groups are whole."""
-    n = len(examples["target"])
-    out = {k: torch.cat([v, torch.zeros((extra, *v.shape[1:]), dtype=v.dtype)]) for k, v in examples.items()}
-    weight = examples.get("weight", torch.ones(n))
-    out["weight"] = torch.cat([weight.float(), torch.zeros(extra)])
     return out
 
 
@@ -364,13 +359,17 @@ def make_network(
     return SkipGram(n_input, n_output, config.dim, sparse=sparse, seed=train_config.seed)
 
 
-def throughput(words_per_epoch: int, history: History) -> dict[str, float]:
-    """Words (corpus tokens, before subsampling: gensim's raw words) and examples per second."""
+def throughput(words_per_epoch: int, history: History, cpu_seconds: float) -> dict[str, float]:
+    """Words (corpus tokens, before subsampling: gensim's raw words) and examples per second of
+    wall time, and words per CPU-second (all threads; robust to other jobs on the machine)."""
     seconds = float(sum(history.seconds))
+    words = words_per_epoch * history.epochs
     return {
         "epochs": history.epochs,
         "seconds": round(seconds, 3),
-        "words_per_s": round(words_per_epoch * history.epochs / seconds, 1) if seconds > 0 else 0.0,
+        "cpu_seconds": round(cpu_seconds, 3),
+        "words_per_s": round(words / seconds, 1) if seconds > 0 else 0.0,
+        "words_per_cpu_s": round(words / cpu_seconds, 1) if cpu_seconds > 0 else 0.0,
         "examples_per_s": round(sum(history.samples) / seconds, 1) if seconds > 0 else 0.0,
         "final_loss": float(history.loss[-1]) if history.loss else float("nan"),
     }

@@ -15,6 +15,8 @@ Trained with session-parallel mini-batches like `gru4rec`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from typing import Literal
 
 import numpy as np
@@ -98,7 +100,9 @@ class ContextualRNN(SequenceNetwork):
             return h
         return h * 2 * torch.sigmoid(self.output_gate(self.next_event(next_event)))
 
-    def run_chunk(self, items, events, gaps, start) -> torch.Tensor:
+    def run_chunk(
+        self, items: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, start: torch.Tensor
+    ) -> torch.Tensor:
         """Session-parallel steps, (C, B) each -> (C, B, H); the final state is kept."""
         xg = self.gates(items, events, gaps)  # (C, B, 3H)
         h = self.state
@@ -137,7 +141,9 @@ class ContextualRNN(SequenceNetwork):
         return self.head.item.weight
 
 
-def build(config: ContextualRNNConfig, train: InteractionData, item_vectors=None) -> ContextualRNN:
+def build(
+    config: ContextualRNNConfig, train: InteractionData, item_vectors: torch.Tensor | None = None
+) -> ContextualRNN:
     net = ContextualRNN(train.n_items, config)
     net.init_user_sequences(train, config.max_len)
     # the context of each user's last max_len events, aligned with user_sequence
@@ -159,13 +165,19 @@ def build(config: ContextualRNNConfig, train: InteractionData, item_vectors=None
     return net
 
 
-def batches(network: ContextualRNN, train: InteractionData, config: ContextualRNNConfig, batch_size, generator):
+def batches(
+    network: ContextualRNN,
+    train: InteractionData,
+    config: ContextualRNNConfig,
+    batch_size: int,
+    generator: torch.Generator,
+) -> Iterator[Batch]:
     network.state = None  # every slot starts a fresh session at the first step of an epoch
     seqs = training_sequences(train, config.by)
     steps = sequence_steps(seqs, config.max_len, session_gap_s=config.session_gap_s)
     for batch in parallel_batches(
         steps, batch_size, config.bptt, generator,
-        n_negatives=config.n_negatives, neg_probs=network.neg_probs.cpu(),
+        n_negatives=config.n_extra_negatives, neg_probs=network.neg_probs.cpu(),
         fields=("event", "gap", "next_event"),
     ):
         if config.context_dropout:

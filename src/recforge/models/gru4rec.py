@@ -9,11 +9,13 @@ Training: B sessions run side by side, one event at a time; when a session ends,
 takes its slot and the slot's state is reset. A batch of the fit loop is a chunk of `bptt` steps
 of all slots (truncated back-propagation through time); the state carries from one chunk to the
 next inside the network and every slot restarts at the first step of an epoch. Negatives are the
-other slots' targets at the same step (+ `n_negatives` popularity-sampled items); `loss` picks
+other slots' targets at the same step (+ `n_extra_negatives` popularity-sampled items); `loss` picks
 BPR, TOP1, BPR-max, TOP1-max, a sampled softmax or the full softmax cross-entropy.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 from typing import Literal
 
@@ -97,7 +99,9 @@ class GRU4Rec(SequenceNetwork):
         return self.head.item.weight
 
 
-def build(config: GRU4RecConfig, train: InteractionData, item_vectors=None) -> GRU4Rec:
+def build(
+    config: GRU4RecConfig, train: InteractionData, item_vectors: torch.Tensor | None = None
+) -> GRU4Rec:
     net = GRU4Rec(train.n_items, config)
     net.init_user_sequences(train, config.max_len)
     net.register_buffer("target_probs", target_distribution(train), persistent=False)
@@ -108,12 +112,18 @@ def build(config: GRU4RecConfig, train: InteractionData, item_vectors=None) -> G
     return net
 
 
-def batches(network: GRU4Rec, train: InteractionData, config: GRU4RecConfig, batch_size, generator):
+def batches(
+    network: GRU4Rec,
+    train: InteractionData,
+    config: GRU4RecConfig,
+    batch_size: int,
+    generator: torch.Generator,
+) -> Iterator[Batch]:
     network.state = None  # every slot starts a fresh session at the first step of an epoch
     steps = sequence_steps(training_sequences(train, config.by), config.max_len)
     yield from parallel_batches(
         steps, batch_size, config.bptt, generator,
-        n_negatives=config.n_negatives, neg_probs=network.neg_probs.cpu(),
+        n_negatives=config.n_extra_negatives, neg_probs=network.neg_probs.cpu(),
     )
 
 

@@ -19,6 +19,8 @@ a new session from their user state.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from pydantic import Field
@@ -76,7 +78,14 @@ class HRNN(SequenceNetwork):
     def start_session(self, c: torch.Tensor) -> torch.Tensor:  # (B, Hu) -> (B, H)
         return torch.tanh(self.init(c))
 
-    def step(self, xg, s, c, start, user_start) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self,
+        xg: torch.Tensor,
+        s: torch.Tensor,
+        c: torch.Tensor,
+        start: torch.Tensor,
+        user_start: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step for every slot: (B, 3H) input gates, states s (B, H) and c (B, Hu), and where
         a session and a user start (B,). A new session first folds the finished one into c."""
         c_next = self.user(self.user_gates(s), c)  # (B, Hu)
@@ -89,7 +98,7 @@ class HRNN(SequenceNetwork):
     def gates(self, items: torch.Tensor) -> torch.Tensor:  # (...,) -> (..., 3H)
         return self.input_gates(self.drop(self.item(items.clamp_min(0))))
 
-    def run_chunk(self, items, start, user_start) -> torch.Tensor:
+    def run_chunk(self, items: torch.Tensor, start: torch.Tensor, user_start: torch.Tensor) -> torch.Tensor:
         """User-parallel steps, (C, B) each -> (C, B, H) session states; both states are kept."""
         xg = self.gates(items)  # (C, B, 3H)
         b = items.shape[1]
@@ -120,7 +129,8 @@ class HRNN(SequenceNetwork):
         c = torch.zeros(layout.slots, self.user_size, device=dev)
         s = self.start_session(c)
         for t in range(layout.length):
-            s_new, c_new = self.step(self.gates(grid["item"][t]), s, c, grid["start"][t], grid["user_start"][t])
+            xg = self.gates(grid["item"][t])  # (U', 3H)
+            s_new, c_new = self.step(xg, s, c, grid["start"][t], grid["user_start"][t])
             s = torch.where(active[t][:, None], s_new, s)
             c = torch.where(active[t][:, None], c_new, c)
         users = torch.from_numpy(steps.user[steps.unit[:-1]]).to(dev)
@@ -159,7 +169,9 @@ def training_steps(train: InteractionData, config: HRNNConfig) -> Steps:
     return sequence_steps(seqs, config.max_len, last_as_input=True, units="user")
 
 
-def build(config: HRNNConfig, train: InteractionData, item_vectors=None) -> HRNN:
+def build(
+    config: HRNNConfig, train: InteractionData, item_vectors: torch.Tensor | None = None
+) -> HRNN:
     net = HRNN(train.n_users, train.n_items, config)
     net.init_user_sequences(train, config.max_len)
     net.steps = training_steps(train, config) if len(train) else None
@@ -170,12 +182,18 @@ def build(config: HRNNConfig, train: InteractionData, item_vectors=None) -> HRNN
     return net
 
 
-def batches(network: HRNN, train: InteractionData, config: HRNNConfig, batch_size, generator):
+def batches(
+    network: HRNN,
+    train: InteractionData,
+    config: HRNNConfig,
+    batch_size: int,
+    generator: torch.Generator,
+) -> Iterator[Batch]:
     network.state = None  # every slot starts a fresh user at the first step of an epoch
     steps = network.steps if network.steps is not None else training_steps(train, config)
     yield from parallel_batches(
         steps, batch_size, config.bptt, generator,
-        n_negatives=config.n_negatives, neg_probs=network.neg_probs.cpu(), fields=("unit_start",),
+        n_negatives=config.n_extra_negatives, neg_probs=network.neg_probs.cpu(), fields=("unit_start",),
     )
 
 

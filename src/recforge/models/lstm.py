@@ -7,11 +7,13 @@ p(i_{t+1} | i_1..t) = softmax(W h_t + b),  h_t = LSTM(x_1..t).
 
 Every prefix of a training sequence is one example; the LSTM being causal, one pass over a run
 of up to `max_len` steps classifies all of its prefixes at once. `loss: cross_entropy` is the full
-softmax; `sampled_softmax` (with `n_negatives` popularity-drawn items and logQ correction) is
+softmax; `sampled_softmax` (with `n_extra_negatives` popularity-drawn items and logQ correction) is
 for large catalogues.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 from pydantic import Field
@@ -65,7 +67,9 @@ class LSTMNext(SequenceNetwork):
         return self.head.item.weight
 
 
-def build(config: LSTMConfig, train: InteractionData, item_vectors=None) -> LSTMNext:
+def build(
+    config: LSTMConfig, train: InteractionData, item_vectors: torch.Tensor | None = None
+) -> LSTMNext:
     net = LSTMNext(train.n_items, config)
     net.init_user_sequences(train, config.max_len)
     net.register_buffer("target_probs", target_distribution(train), persistent=False)
@@ -75,10 +79,16 @@ def build(config: LSTMConfig, train: InteractionData, item_vectors=None) -> LSTM
     return net
 
 
-def batches(network: LSTMNext, train: InteractionData, config: LSTMConfig, batch_size, generator):
+def batches(
+    network: LSTMNext,
+    train: InteractionData,
+    config: LSTMConfig,
+    batch_size: int,
+    generator: torch.Generator,
+) -> Iterator[Batch]:
     steps = sequence_steps(training_sequences(train, config.by), config.max_len)
     yield from window_batches(
-        steps, batch_size, generator, n_negatives=config.n_negatives, neg_probs=network.neg_probs.cpu()
+        steps, batch_size, generator, n_negatives=config.n_extra_negatives, neg_probs=network.neg_probs.cpu()
     )
 
 

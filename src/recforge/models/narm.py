@@ -36,6 +36,7 @@ class NARMConfig(ModelConfig):
     embedding_dropout: float = Field(0.25, ge=0, lt=1)
     context_dropout: float = Field(0.5, ge=0, lt=1)
     max_len: int = Field(50, gt=0)
+    window_stride: int | None = Field(None, gt=0, description="None = max_len; see sasrec.sequence_windows")
     loss: NextItemLoss = "ce"
     by: Grouping = "auto"
     freeze_item_vectors: bool = False
@@ -87,7 +88,9 @@ def build(config: NARMConfig, train: InteractionData, item_vectors: torch.Tensor
 
 
 def batches(network, train, config: NARMConfig, batch_size, generator):
-    return window_batches(train, config.max_len, batch_size, generator, config.by, negatives=config.loss == "bce")
+    return window_batches(
+        train, config.max_len, batch_size, generator, config.by, config.loss == "bce", config.window_stride
+    )
 
 
 def loss(network: NARM, batch: Batch, config: NARMConfig) -> torch.Tensor:

@@ -36,7 +36,7 @@ class Prod2VecTopKConfig(ModelConfig):
     window: int = Field(5, ge=1)
     negative: int = Field(5, ge=1)
     shared_negatives: int = Field(16, ge=1)
-    negative_group: int = Field(512, ge=1)
+    negative_group: int = Field(1024, ge=1)
     sample: float = Field(1e-3, ge=0)
     ns_exponent: float = Field(0.75, ge=0)
     architecture: Literal["skipgram", "cbow"] = "skipgram"

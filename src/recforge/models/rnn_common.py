@@ -38,12 +38,14 @@ UNKNOWN_EVENT = len(EVENTS)  # the event code of a step whose event type is not 
 class RNNConfig(ModelConfig):
     """Hyper-parameters every recurrent session family shares.
 
-    `loss`: `cross_entropy` is the full softmax over the catalogue; the others score the target
-    against sampled candidates — the other targets of the mini-batch plus `n_negatives` items
+    `by`: train on sessions or on user sequences (`auto`: sessions when the split has them).
+    `dropout` applies to the input embeddings and to the states that are scored. `loss`:
+    `cross_entropy` is the full softmax over the catalogue; the others score the target against
+    sampled candidates — the other targets of the mini-batch plus `n_extra_negatives` items
     drawn ∝ popularity^`sample_alpha` (Hidasi & Karatzoglou 2018) — with `logq` correcting the
-    sampled softmax for how often each candidate is drawn. `max_len` bounds both the history a
-    network reads when scoring and the runs it is trained on. `tie_embeddings` scores items with
-    their input embeddings (see `ItemHead`).
+    sampled softmax for how often each candidate is drawn; `bpreg` weights BPR-max's score
+    penalty. `max_len` bounds both the history a network reads when scoring and the runs it is
+    trained on. `tie_embeddings` scores items with their input embeddings (see `ItemHead`).
     """
 
     dim: int = Field(64, gt=0)
@@ -52,7 +54,7 @@ class RNNConfig(ModelConfig):
     max_len: int = Field(50, gt=0)
     by: Literal["auto", "session", "user"] = "auto"
     loss: Loss = "cross_entropy"
-    n_negatives: int = Field(0, ge=0)
+    n_extra_negatives: int = Field(0, ge=0)
     sample_alpha: float = Field(0.75, ge=0)
     logq: bool = True
     bpreg: float = Field(1.0, ge=0)
@@ -272,6 +274,22 @@ def parallel_layout(unit: np.ndarray, n_slots: int, keys: np.ndarray | None = No
     )
 
 
+def cut_units(steps: Steps, cap: int) -> Steps:
+    """Cut units longer than `cap` steps, at run starts, into pieces of about `cap` steps.
+
+    An epoch of parallel slots lasts as long as its longest unit, so one heavy user would keep
+    the other slots idle; cut, each piece starts as a unit of its own (for HRNN: from an empty
+    user state — a truncation of the user-level history in training only)."""
+    lengths = np.diff(steps.unit)
+    if len(lengths) == 0 or lengths.max() <= cap:
+        return steps
+    run = np.flatnonzero(steps.start)  # (R,) first step of each run
+    unit_of = np.searchsorted(steps.unit, run, side="right") - 1
+    piece = (run - steps.unit[unit_of]) // cap
+    new = np.r_[True, (unit_of[1:] != unit_of[:-1]) | (piece[1:] != piece[:-1])]
+    return dataclasses.replace(steps, unit=np.r_[run[new], len(steps)].astype(np.int64))
+
+
 def row_layout(unit: np.ndarray) -> Layout:
     """Each unit in a slot of its own, from time 0 (slot u holds unit u)."""
     lengths = np.diff(unit)
@@ -309,18 +327,21 @@ def parallel_batches(
     shuffle: bool = True,
     fields: tuple[str, ...] = (),
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """One epoch of session-parallel mini-batches, `bptt` steps of `batch_size // bptt` slots each.
+    """One epoch of session-parallel mini-batches, `bptt` steps of `batch_size // bptt` slots each
+    (units longer than an even share of the epoch are cut first, see `cut_units`).
 
     Each batch holds (C, B) time-major tensors `item`, `target` (PAD where there is nothing to
     predict), `start` (the state restarts before this step) and the requested `fields` of
     `Steps`; `negatives` (C, N) popularity-drawn items per step; and first, so the fit loop counts
     events, `rows` (E,): the flat indices (t * B + b) of the steps that have a target.
     """
+    n_slots = max(1, batch_size // bptt)
+    steps = cut_units(steps, math.ceil(len(steps) / n_slots))
     n_units = len(steps.unit) - 1
     if n_units == 0:
         return
     keys = torch.randperm(n_units, generator=generator).numpy() if shuffle else None
-    layout = parallel_layout(steps.unit, max(1, batch_size // bptt), keys)
+    layout = parallel_layout(steps.unit, n_slots, keys)
     grids = {
         "item": layout.grid(steps.item, 0),
         "target": layout.grid(steps.target, PAD),
@@ -348,8 +369,9 @@ def window_batches(
     neg_probs: torch.Tensor | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """One epoch of whole runs as rows: (B, L) left-aligned `item` and `target` (PAD-padded),
-    about `batch_size` targets per batch, runs shuffled; `rows` (E,) as in `parallel_batches`,
-    `negatives` (1, N) shared by the batch."""
+    about `batch_size` targets per batch; `rows` (E,) as in `parallel_batches`, `negatives`
+    (1, N) shared by the batch. Runs of similar length share a batch (ties and the order of
+    the batches are random), so little of a batch is padding."""
     n_runs = len(steps.unit) - 1
     if n_runs == 0:
         return
@@ -357,12 +379,11 @@ def window_batches(
     items = torch.from_numpy(layout.grid(steps.item, 0).T.copy())  # (R, L)
     targets = torch.from_numpy(layout.grid(steps.target, PAD).T.copy())
     lengths = np.diff(steps.unit)
-    order = torch.randperm(n_runs, generator=generator).numpy()
+    order = np.lexsort((torch.rand(n_runs, generator=generator).numpy(), lengths))
     cum = np.cumsum(lengths[order])
     bounds = np.r_[0, np.flatnonzero(np.diff(cum // batch_size) > 0) + 1, n_runs]
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        if hi <= lo:
-            continue
+    for b in torch.randperm(len(bounds) - 1, generator=generator).tolist():
+        lo, hi = bounds[b], bounds[b + 1]
         idx = torch.from_numpy(order[lo:hi])
         width = int(lengths[order[lo:hi]].max())
         target = targets[idx, :width]  # (B, L)
@@ -434,7 +455,9 @@ class ItemHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_items))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (..., H) -> (..., I)
-        return self.proj(h) @ self.item.weight.T + self.bias
+        z = self.proj(h)
+        flat = torch.addmm(self.bias, z.reshape(-1, z.shape[-1]), self.item.weight.T)  # (N, I)
+        return flat.view(*z.shape[:-1], -1)
 
     def pairs(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:  # (..., H), (...) -> (...)
         return (self.proj(h) * self.item(items)).sum(-1) + self.bias[items]
@@ -522,7 +545,8 @@ def left_align(items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Causal networks read the left-aligned form; what follows a prefix's end is never read."""
     length = (items >= 0).sum(1)  # (B,)
     pad = items.shape[1] - length
-    idx = (torch.arange(items.shape[1], device=items.device)[None, :] + pad[:, None]).clamp(max=items.shape[1] - 1)
+    width = items.shape[1]
+    idx = (torch.arange(width, device=items.device)[None, :] + pad[:, None]).clamp(max=width - 1)  # (B, L)
     return items.gather(1, idx), length
 
 

@@ -43,31 +43,43 @@ BUCKET = 32  # batches whose windows are sorted by length together
 
 
 # ---------------------------------------------------------------- windows of next-item steps
-def sequence_windows(seqs: Sequences, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sequence_windows(
+    seqs: Sequences, max_len: int, stride: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cut every sequence, from its end, into windows of at most `max_len` next-item steps.
 
     Returns (inputs (W, max_len), targets (W, max_len), sequence index (W,)), left-aligned with
     `PAD` on the right: `targets[w, c]` is the item that follows `inputs[w, c]`, and a causal
     network predicts it from `inputs[w, :c + 1]`. Every item but a sequence's first is a target
-    exactly once; the most recent window is the full one, the oldest holds the remainder.
+    exactly once. By default (`stride` = `max_len`) windows do not overlap: the most recent one is
+    full, the oldest holds the remainder. With a smaller `stride`, windows end every `stride` steps
+    and each target is scored only in its last `stride` columns (the oldest window scores all of
+    them): every target then sees at least `max_len - stride + 1` items, or its whole prefix, at
+    about `max_len / stride` times the cost; the other columns are context (target PAD).
     """
+    step = min(stride or max_len, max_len)
     n = seqs.lengths  # (S,)
-    n_win = -(-(n - 1) // max_len)  # (S,) ceil((n - 1) / max_len); 0 for one-item sequences
+    # windows per sequence: the oldest one starts at the sequence's first target
+    n_win = np.where(n >= 2, np.maximum(0, -(-(n - 1 - max_len) // step)) + 1, 0)  # (S,)
     first_win = np.cumsum(n_win) - n_win  # (S,)
+    win_seq = np.repeat(np.arange(len(seqs)), n_win)  # (W,)
+    back = first_win[win_seq] + n_win[win_seq] - 1 - np.arange(len(win_seq))  # (W,) 0 = most recent; stored oldest first
+    last_t = n[win_seq] - 1 - back * step  # (W,) positions in the sequence of a window's first and
+    first_t = np.maximum(1, n[win_seq] - max_len - back * step)  # last target
+    width = last_t - first_t + 1  # (W,)
+    w_of = np.repeat(np.arange(len(win_seq)), width)  # (sum width,)
+    col = np.arange(len(w_of)) - np.repeat(np.cumsum(width) - width, width)
+    inputs = np.full((len(win_seq), max_len), PAD, dtype=np.int64)
+    inputs[w_of, col] = seqs.items[seqs.offsets[win_seq[w_of]] + first_t[w_of] - 1 + col]
+
     seq_of = np.repeat(np.arange(len(seqs)), n)  # (N,)
     pos = np.arange(len(seqs.items)) - seqs.offsets[seq_of]  # (N,) position within its sequence
     tgt = np.flatnonzero(pos >= 1)  # (T,) flat indices of the targets
     s, p = seq_of[tgt], pos[tgt]
-    back = (n[s] - 1 - p) // max_len  # (T,) 0 = the most recent window of the sequence
-    first_target = np.maximum(1, n[s] - (back + 1) * max_len)  # (T,)
-    win = first_win[s] + n_win[s] - 1 - back  # (T,) windows stored oldest first
-    col = p - first_target  # (T,)
-    n_windows = int(n_win.sum())
-    inputs = np.full((n_windows, max_len), PAD, dtype=np.int64)
-    targets = np.full((n_windows, max_len), PAD, dtype=np.int64)
-    inputs[win, col] = seqs.items[tgt - 1]
-    targets[win, col] = seqs.items[tgt]
-    return inputs, targets, np.repeat(np.arange(len(seqs)), n_win)
+    win = first_win[s] + n_win[s] - 1 - np.minimum((n[s] - 1 - p) // step, n_win[s] - 1)  # (T,)
+    targets = np.full((len(win_seq), max_len), PAD, dtype=np.int64)
+    targets[win, p - first_t[win]] = seqs.items[tgt]
+    return inputs, targets, win_seq
 
 
 def window_batches(
@@ -77,6 +89,7 @@ def window_batches(
     generator: torch.Generator,
     by: Grouping = "auto",
     negatives: bool = False,
+    stride: int | None = None,
 ) -> Iterator[Batch]:
     """Shuffled batches of whole windows (see `sequence_windows`), each holding about
     `batch_size` next-item targets, as a prefix-per-example family would:
@@ -84,24 +97,26 @@ def window_batches(
     "user": (B,)} and, with `negatives`, "negative": (B, w) one item per position drawn
     uniformly from those the user never met in train. w is the batch's longest window, and
     windows of similar lengths are batched together, so short sessions are not padded to
-    `max_len`. `auto` groups by session when the split has sessions."""
+    `max_len`. `auto` groups by session when the split has sessions; `stride` makes windows
+    overlap (see `sequence_windows`)."""
     if by == "auto":
         by = "session" if train.session is not None else "user"
     seqs = build_sequences(train, by=by, min_length=2)
-    inputs, targets, seq = sequence_windows(seqs, max_len)
+    inputs, targets, seq = sequence_windows(seqs, max_len, stride)
     users = seqs.users[seq]  # (W,)
-    counts = (targets >= 0).sum(1)  # (W,) targets per window == its width, left-aligned
+    counts = (targets >= 0).sum(1)  # (W,) targets per window
+    widths = (inputs >= 0).sum(1)  # (W,) left-aligned, so the columns it needs
     perm = torch.randperm(len(counts), generator=generator).numpy()
-    # bucketing: inside each run of BUCKET batches' worth of shuffled windows, sort by length, so
+    # bucketing: inside each run of BUCKET batches' worth of shuffled windows, sort by width, so
     # a batch of short sessions is not padded to the width of one long one
     chunk = (np.cumsum(counts[perm]) - counts[perm]) // (BUCKET * batch_size)
-    perm = perm[np.lexsort((counts[perm], chunk))]
+    perm = perm[np.lexsort((widths[perm], chunk))]
     batch_of = (np.cumsum(counts[perm]) - counts[perm]) // batch_size
     groups = np.split(perm, np.flatnonzero(np.diff(batch_of)) + 1)
     csr = train.csr if negatives else None
     for g in torch.randperm(len(groups), generator=generator).tolist():
         idx = groups[g]
-        width = int(counts[idx].max())
+        width = int(widths[idx].max())
         batch = {
             "items": torch.from_numpy(inputs[idx, :width]),
             "targets": torch.from_numpy(targets[idx, :width]),
@@ -189,6 +204,7 @@ class SASRecConfig(ModelConfig):
     ffn_dim: int | None = Field(None, gt=0, description="inner size of the FFN; None = dim, as in the paper")
     dropout: float = Field(0.2, ge=0, lt=1)
     max_len: int = Field(50, gt=0)
+    window_stride: int | None = Field(None, gt=0, description="None = max_len; see sequence_windows")
     loss: NextItemLoss = "ce"
     by: Grouping = "user"
     freeze_item_vectors: bool = False
@@ -260,7 +276,9 @@ def build(config: SASRecConfig, train: InteractionData, item_vectors: torch.Tens
 
 
 def batches(network, train, config: SASRecConfig, batch_size, generator) -> Iterator[Batch]:
-    return window_batches(train, config.max_len, batch_size, generator, config.by, negatives=config.loss == "bce")
+    return window_batches(
+        train, config.max_len, batch_size, generator, config.by, config.loss == "bce", config.window_stride
+    )
 
 
 def loss(network: SASRec, batch: Batch, config: SASRecConfig) -> torch.Tensor:

@@ -39,6 +39,7 @@ class TCNConfig(ModelConfig):
     dropout: float = Field(0.2, ge=0, lt=1)
     weight_norm: bool = True
     max_len: int = Field(50, gt=0)
+    window_stride: int | None = Field(None, gt=0, description="None = max_len; see sasrec.sequence_windows")
     loss: NextItemLoss = "ce"
     by: Grouping = "user"
     freeze_item_vectors: bool = False
@@ -97,7 +98,9 @@ def build(config: TCNConfig, train: InteractionData, item_vectors: torch.Tensor 
 
 
 def batches(network, train, config: TCNConfig, batch_size, generator):
-    return window_batches(train, config.max_len, batch_size, generator, config.by, negatives=config.loss == "bce")
+    return window_batches(
+        train, config.max_len, batch_size, generator, config.by, config.loss == "bce", config.window_stride
+    )
 
 
 def loss(network: TCN, batch: Batch, config: TCNConfig) -> torch.Tensor:
