@@ -40,6 +40,7 @@ from recforge.encoders.word2vec import (
     epoch_batches,
     fused_sgd_step,
     noise_distribution,
+    row_scales,
     sgns_loss,
 )
 from recforge.evaluation.protocols import full_ranking
@@ -201,6 +202,29 @@ def test_batches_pad_whole_negative_groups_and_decay_the_learning_rate():
     assert sorted(seen.tolist()) == list(range(1000))
 
 
+def test_row_cap_bounds_the_summed_update_of_a_frequent_row():
+    batch = {"target": torch.tensor([1, 1, 1, 1, 2, 3]), "input": torch.zeros(6, dtype=torch.long),
+             "negative": torch.tensor([[6, 7]]), "lr": torch.tensor(0.1)}
+    scaled = row_scales(batch, 8, 8, cap=2)
+    assert scaled["input_scale"].tolist() == pytest.approx([2 / 6] * 6)
+    assert scaled["target_scale"].tolist() == pytest.approx([0.5] * 4 + [1.0, 1.0])
+    bag = {**batch, "bag": torch.tensor([[0, 4]] * 6), "bag_mask": torch.tensor([[True, False]] * 5 + [[False, True]])}
+    bag.pop("input")
+    assert row_scales(bag, 8, 8, cap=2)["input_scale"].tolist() == pytest.approx([0.4] * 5 + [1.0])
+    # the step moves a capped row by at most `cap` examples' worth
+    net = SkipGram(8, 8, 4, seed=0)
+    with torch.no_grad():
+        net.output.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    before = net.input.weight[0].clone()
+    fused_sgd_step(net, batch, negative=2, row_cap=2)
+    capped = (net.input.weight[0] - before).norm()
+    net2 = SkipGram(8, 8, 4, seed=0)
+    with torch.no_grad():
+        net2.output.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    fused_sgd_step(net2, batch, negative=2)
+    torch.testing.assert_close(capped, (net2.input.weight[0] - before).norm() * 2 / 6)
+
+
 def test_training_is_deterministic_by_seed_and_worker_count(corpus):
     cfg = TRAIN.model_copy(update={"epochs": 2})
     a = fit_prod2vec(corpus, Prod2VecConfig(**SMALL), cfg).vectors
@@ -252,7 +276,7 @@ def test_meta_prod2vec_pairs_carry_all_five_terms(shop, split, corpus):
     meta, names = item_metadata(shop.items, split.item_map.ids, ("category", "brand"))
     assert meta.shape == (len(split.item_map), 2) and (meta >= 0).all() and meta.max() == len(names) - 1
     assert any(n.startswith("category=") for n in names) and any(n.startswith("brand=") for n in names)
-    config = MetaProd2VecConfig(meta_weight=0.25, window=2)
+    config = MetaProd2VecConfig(meta_weight=0.25, window=2, sample=0.0)  # no subsampling: exact counts
     ex = meta_examples(corpus, meta, config)(torch.Generator().manual_seed(0))
     n_items = corpus.n_items
     item_in, item_out = ex["input"] < n_items, ex["target"] < n_items

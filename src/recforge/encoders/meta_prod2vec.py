@@ -17,6 +17,11 @@ Every term is negative-sampled skip-gram, so the model is the torch engine fed w
 (input, target) pairs over the joint vocabulary (weight 1 for L_{J|I}, λ for the others); noise
 is drawn from the joint unigram^0.75 distribution. Metadata pulls items that share a category or
 brand together, which matters most for rare items with few co-occurrences.
+
+Metadata tokens are the joint corpus's most frequent words, which batched SGD handles worse than
+word2vec's sequential one: their examples are subsampled like frequent words, and `row_cap`
+bounds the summed update a token's row receives in one batch (without both, training on the
+default shop diverges within the first epoch).
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class MetaProd2VecConfig(Word2VecConfig):
     sequences: SequenceConfig = SequenceConfig()
     metadata: tuple[str, ...] = Field(("category", "brand"), min_length=1, description="items table columns")
     meta_weight: float = Field(1.0, ge=0, description="λ: weight of the metadata terms")
+    # a category or brand token is updated by a large share of every batch: cap its summed step
+    row_cap: int | None = Field(8, ge=1, description="fused step: most summed updates of one row per batch")
 
 
 def item_metadata(
@@ -75,6 +82,16 @@ def item_metadata(
     return np.stack(codes, axis=1).astype(np.int64), names
 
 
+def joint_counts(corpus: Corpus, meta: np.ndarray, n_meta: int | None = None) -> np.ndarray:
+    """(n_items + n_meta,) occurrences over the joint vocabulary: a metadata token occurs wherever
+    one of its items does."""
+    n_meta = int(meta.max()) + 1 if n_meta is None else n_meta
+    n_meta = max(n_meta, 0)
+    known = meta.reshape(-1) >= 0
+    per_token = np.repeat(corpus.counts, meta.shape[1])[known]  # each item's count, per field
+    return np.concatenate([corpus.counts, np.bincount(meta.reshape(-1)[known], weights=per_token, minlength=n_meta)])
+
+
 def meta_examples(
     corpus: Corpus, meta: np.ndarray, config: MetaProd2VecConfig
 ) -> Callable[[torch.Generator], Examples]:
@@ -85,6 +102,12 @@ def meta_examples(
     sequence = torch.from_numpy(corpus.sequence)
     meta_tok = torch.from_numpy(np.where(meta >= 0, meta + n_items, -1))  # (n_items, F)
     keep = keep_probabilities(corpus.counts, config.sample)
+    # Metadata tokens are the most frequent words of the joint corpus (a category occurs wherever
+    # any of its items does): subsampled like frequent words, an example survives with the keep
+    # probability of each metadata token in it. Unsubsampled they fill a batch with hundreds of
+    # updates of the same row, and the summed step diverges.
+    keep_token = torch.from_numpy(keep_probabilities(joint_counts(corpus, meta), config.sample).astype(np.float32))
+    keep_token[:n_items] = 1.0  # items were subsampled as tokens already
     lam = config.meta_weight
 
     def draw(generator: torch.Generator) -> Examples:
@@ -101,7 +124,9 @@ def meta_examples(
         tgt = torch.cat([v.reshape(-1) for v in targets])
         w = torch.cat([torch.full((v.numel(),), wt, dtype=torch.float32) for v, wt in zip(inputs, weights)])
         ok = (inp >= 0) & (tgt >= 0) & (w > 0)  # items without a metadata value have no such term
-        return {"target": tgt[ok], "input": inp[ok], "weight": w[ok]}
+        inp, tgt, w = inp[ok], tgt[ok], w[ok]
+        survive = torch.rand(len(inp), generator=generator) < gather(keep_token, inp) * gather(keep_token, tgt)
+        return {"target": tgt[survive], "input": inp[survive], "weight": w[survive]}
 
     return draw
 
@@ -125,12 +150,7 @@ def fit_meta_prod2vec(
     if config.architecture != "skipgram":
         raise ValueError("meta-prod2vec is defined on skip-gram pairs; set architecture: skipgram")
     n_vocab = corpus.n_items + n_meta
-    # a metadata token occurs wherever one of its items does
-    counts = np.concatenate([
-        corpus.counts,
-        np.bincount(meta[meta >= 0], weights=np.repeat(corpus.counts, meta.shape[1])[meta.reshape(-1) >= 0],
-                    minlength=n_meta),
-    ])
+    counts = joint_counts(corpus, meta, n_meta)
     network = make_network(n_vocab, n_vocab, config, train_config)
     noise = noise_distribution(counts, config.ns_exponent)
     cpu = time.process_time()

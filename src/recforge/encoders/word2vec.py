@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from recforge.encoders.sequences import gather
 from recforge.models.base import Batch
 from recforge.training.callbacks import Callback
 from recforge.training.config import TrainConfig
@@ -71,6 +72,7 @@ class Word2VecConfig(BaseModel):
     update: Literal["fused_sgd", "optimizer"] = "fused_sgd"
     workers: int = Field(2, ge=1, description="CPU threads: gensim's workers, or the fused step's")
     min_batches: int = Field(64, ge=1, description="batches per epoch at least (caps the batch size)")
+    row_cap: int | None = Field(None, ge=1, description="fused step: most summed updates of one row per batch")
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,9 @@ def _sgns_gradients(w_in: torch.Tensor, w_out: torch.Tensor, part: Batch, negati
     # in place where a tensor is dead: fewer (B, D) allocations and copies per step
     d_h = o.mul_(g_pos[:, None]).view(groups, -1, d).baddbmm_(g_neg, q, alpha=-1.0).view(b, d)  # (B, D)
     d_noise = torch.bmm(g_neg.transpose(1, 2), hg).view(-1, d)  # (G·N, D)
+    if "input_scale" in part:
+        d_h.mul_(part["input_scale"][:, None])
+        g_pos = g_pos * part["target_scale"]
     return {
         "d_h": d_h, "d_noise": d_noise, "d_target": h.mul_(g_pos[:, None]),
         "loss_sum": loss_sum, "loss_weight": loss_weight,
@@ -204,6 +209,27 @@ def _apply_output(w_out: torch.Tensor, part: Batch, grads: dict[str, torch.Tenso
     w_out.index_add_(0, part["target"], grads["d_target"])
 
 
+def row_scales(batch: Batch, n_input: int, n_output: int, cap: int) -> Batch:
+    """`batch` with per-example update scales min(1, cap / n_r), n_r the examples of the batch
+    that update row r: a row's summed step is then at most `cap` examples' worth.
+
+    Sequential SGD lets a row's repeated updates saturate one after another; a batched step adds
+    them all at once, and for rows much more frequent than the rest (meta-prod2vec's category and
+    brand tokens) that sum overshoots and diverges. Counted over the whole batch, so the scales
+    do not depend on how the step is split among workers.
+    """
+    rows = batch["bag"][batch["bag_mask"]] if "bag" in batch else batch["input"]
+    n_in = torch.bincount(rows, minlength=n_input).clamp_min(1).float()  # (V_in,)
+    n_out = torch.bincount(batch["target"], minlength=n_output).clamp_min(1).float()  # (V_out,)
+    if "bag" in batch:
+        # a bag's error reaches all its words: scale by its most-shared word
+        per_word = (cap / gather(n_in, batch["bag"])).clamp(max=1.0).masked_fill(~batch["bag_mask"], 1.0)
+        input_scale = per_word.min(dim=1).values
+    else:
+        input_scale = (cap / gather(n_in, batch["input"])).clamp(max=1.0)
+    return {**batch, "input_scale": input_scale, "target_scale": (cap / gather(n_out, batch["target"])).clamp(max=1.0)}
+
+
 def split_batch(batch: Batch, parts: int) -> list[Batch]:
     """`batch` cut into at most `parts` slices of whole noise groups (all share `lr`)."""
     groups = batch["negative"].shape[0]
@@ -219,7 +245,8 @@ def split_batch(batch: Batch, parts: int) -> list[Batch]:
 
 @torch.no_grad()
 def fused_sgd_step(
-    network: SkipGram, batch: Batch, negative: int, pool: ThreadPoolExecutor | None = None, workers: int = 1
+    network: SkipGram, batch: Batch, negative: int, pool: ThreadPoolExecutor | None = None, workers: int = 1,
+    row_cap: int | None = None,
 ) -> torch.Tensor:
     """One word2vec SGD step on a batch, gradients by hand; returns the batch's (detached) loss.
 
@@ -234,6 +261,8 @@ def fused_sgd_step(
     oversubscribed — and the result is the same for any W: no update races with another.
     """
     w_in, w_out = network.input.weight, network.output.weight
+    if row_cap is not None:
+        batch = row_scales(batch, len(w_in), len(w_out), row_cap)
     with torch.autocast(device_type=w_in.device.type, enabled=False):
         if pool is None:
             parts = [batch]
@@ -334,7 +363,9 @@ def train_word2vec(
             stack.enter_context(_intra_op_threads(1))
 
         def loss_fn(net: nn.Module, batch: Batch) -> torch.Tensor:
-            return fused_sgd_step(net, batch, k, pool, workers) if fused else skipgram_loss(net, batch, k)
+            if fused:
+                return fused_sgd_step(net, batch, k, pool, workers, config.row_cap)
+            return skipgram_loss(net, batch, k)
 
         history = fit(network, batches, loss_fn, train_config, callbacks=callbacks)
     network.requires_grad_(True)
