@@ -72,17 +72,28 @@ def test_ingestion_validation_splitting_run_through_kedro(project):
 
 def test_dvc_stages_mirror_the_pipelines_and_the_registry():
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert sorted(spec["training"]["foreach"]) == sorted(FAMILIES)
     from kedro.framework.project import configure_project
 
     from recforge.pipeline_registry import register_pipelines
+    from recforge.pipelines.training.pipeline import upstream_inputs
 
     configure_project("recforge")
     pipelines = register_pipelines()
+    own_stage = {name.split("-", 1)[1]: stage for name, stage in spec.items() if name.startswith("training-")}
+    assert sorted([*spec["training"]["foreach"], *own_stage]) == sorted(FAMILIES)
     for name, stage in spec.items():
         cmd = stage["do"]["cmd"] if "do" in stage else stage["cmd"]
-        assert cmd.startswith(f"kedro run --pipelines {name}")
-        assert name in pipelines
+        pipeline = name.split("-", 1)[0]
+        assert cmd.startswith(f"kedro run --pipelines {pipeline}")
+        assert pipeline in pipelines
+    # a family reading upstream outputs has its own stage with their folders as deps
+    folder = {"vectors": "data/04_feature/{}", "model": "data/06_models/{}"}
+    for family in FAMILIES:
+        wanted = {folder[kind].format(ns) for ns, kind in (d.split(".") for d in upstream_inputs(family))}
+        if wanted:
+            assert family in own_stage, family
+            assert wanted <= set(own_stage[family]["deps"]), family
+            assert own_stage[family]["cmd"] == f"kedro run --pipelines training --namespaces {family}"
 
 
 @pytest.mark.slow

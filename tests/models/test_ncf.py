@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -188,28 +190,44 @@ def test_neumf_from_pretrained_scores_alpha_mix(tmp_path):
         net = neumf_from_pretrained(gmf.network, mlp.network, alpha).eval()
         torch.testing.assert_close(net(user, item), mix, rtol=1e-5, atol=1e-6)
 
-        config = {**SMALL["neumf"], "alpha": alpha, "dropout": 0.1,
-                  "pretrained_gmf": str(tmp_path / "gmf"), "pretrained_mlp": str(tmp_path / "mlp")}
+        config = {**SMALL["neumf"], "alpha": alpha, "dropout": 0.1, "pretrain": True}
         fam = get_family("neumf")
-        built = fam.build(fam.config.model_validate(config), train, None).eval()
+        networks = {"gmf": gmf.network, "mlp": mlp.network}
+        built = fam.warm_start(fam.config.model_validate(config), train, None, networks).eval()
         torch.testing.assert_close(built(user, item), mix, rtol=1e-5, atol=1e-6)
         all_scores = built.score_all(torch.arange(train.n_users), torch.zeros(0))
         torch.testing.assert_close(all_scores.reshape(-1), mix, rtol=1e-5, atol=1e-5)
         assert built.tower.dropout.p == 0.1
 
-    # the paper's recipe: plain SGD from the pretrained weights; then a save/load round trip
-    rec = Recommender("neumf", config, {"epochs": 2, "optimizer": "sgd", "lr": 0.01, "device": "cpu"})
-    rec.fit(train)
+    # the paper's recipe: plain SGD from the pretrained weights (the saved models, as the training
+    # pipeline hands them over); then a save/load round trip that needs no gmf or mlp folder
+    train_config = {"epochs": 2, "optimizer": "sgd", "lr": 0.01, "device": "cpu"}
+    rec = Recommender("neumf", config, train_config)
+    rec.fit(train, warm_start={"gmf": Recommender.load(tmp_path / "gmf"), "mlp": Recommender.load(tmp_path / "mlp")})
+    assert rec.history.epochs == 2 and rec.fit_seconds > 0
     rec.save(tmp_path / "neumf")
+    for folder in ("gmf", "mlp"):
+        shutil.rmtree(tmp_path / folder)
     again = Recommender.load(tmp_path / "neumf")
     np.testing.assert_allclose(again.score([0, 1]), rec.score([0, 1]), rtol=1e-6)
+    assert again.history.loss == rec.history.loss and again.fit_seconds == rec.fit_seconds
 
-    wrong = {**config, "dim": 16}
     with pytest.raises(ValueError, match="do not match"):
-        fam.build(fam.config.model_validate(wrong), train, None)
-    swapped = {**config, "pretrained_gmf": str(tmp_path / "mlp")}
+        fam.warm_start(fam.config.model_validate({**config, "dim": 16}), train, None, networks)
+    with pytest.raises(ValueError, match="not a GMF"):
+        fam.warm_start(fam.config.model_validate(config), train, None, {"gmf": mlp.network, "mlp": mlp.network})
     with pytest.raises(ValueError, match="holds a 'mlp' model"):
-        fam.build(fam.config.model_validate(swapped), train, None)
+        Recommender("neumf", config, train_config).fit(train, warm_start={"gmf": mlp, "mlp": mlp})
+    with pytest.raises(ValueError, match="pass the trained gmf and mlp"):
+        Recommender("neumf", config, train_config).fit(train)
+    with pytest.raises(ValueError, match="lacks the trained"):
+        Recommender("neumf", config, train_config).fit(train, warm_start={"gmf": gmf})
+    with pytest.raises(ValueError, match="does not start from other models"):
+        Recommender("gmf", SMALL["gmf"], train_config).fit(train, warm_start={"mlp": mlp})
+    # pretrain false: the models are ignored and NeuMF starts from a random init
+    cold = Recommender("neumf", {**config, "pretrain": False}, {**train_config, "epochs": 0})
+    cold.fit(train, warm_start={"gmf": gmf, "mlp": mlp})
+    assert not torch.allclose(cold.network.gmf_user.weight, gmf.network.user.weight)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -239,7 +257,7 @@ def test_item_vectors_initialise_item_embeddings(family):
         (MLPConfig, {"layers": [16, 0]}),
         (MLPConfig, {"dropout": 1.0}),
         (NeuMFConfig, {"alpha": 1.5}),
-        (NeuMFConfig, {"pretrained_gmf": "models/gmf"}),
+        (NeuMFConfig, {"pretrain": "sometimes"}),
     ],
 )
 def test_config_out_of_range_raises(config_cls, bad):

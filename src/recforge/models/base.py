@@ -74,6 +74,10 @@ class Family:
     `trainable=False` marks families fitted in `build` (random, popularity, item_knn): the loop
     runs zero epochs for them. `pretrain(network, train, config, train_config)`, when given, runs
     after `build` and before the loop (greedy layer-wise pretraining); `load` skips it.
+    `warm_start_from` names the families whose trained networks can initialise this one (NeuMF
+    from GMF and MLP); `warm_start(config, train, item_vectors, networks)` then builds the network
+    from `networks` (a dict keyed by those names) in place of `build`. Such a family's config has
+    a boolean `pretrain`: with it false, `warm_start` falls back to `build`.
     """
 
     name: str
@@ -87,6 +91,8 @@ class Family:
     trainable: bool = True
     paper: str = ""
     pretrain: Callable[..., None] | None = None
+    warm_start_from: tuple[str, ...] = ()
+    warm_start: Callable[..., RecommenderNetwork] | None = None
 
 
 def no_batches(network, train, config, batch_size, generator) -> Iterator[Batch]:

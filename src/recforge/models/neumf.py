@@ -7,9 +7,9 @@ Separate embeddings let each half pick its own size; sharing them would tie the 
 the tower to one representation (§3.4). σ is applied by the loss; with `objective="mse"` the
 output is the rating.
 
-Pretraining (§3.4.1): with `pretrained_gmf` and `pretrained_mlp` (folders written by
-`Recommender.save` of a `gmf` and an `mlp` model), or `neumf_from_pretrained` on the networks,
-every weight is copied and the output layer becomes h ← [α·h_GMF; (1-α)·h_MLP],
+Pretraining (§3.4.1): with `pretrain: true`, `Recommender.fit(..., warm_start={"gmf": gmf,
+"mlp": mlp})` (the `training` pipeline passes the trained `gmf.model` and `mlp.model`) builds the
+network with `neumf_from_pretrained`: every weight is copied and the output layer becomes h ← [α·h_GMF; (1-α)·h_MLP],
 b ← α·b_GMF + (1-α)·b_MLP, so at initialisation NeuMF scores exactly α·GMF + (1-α)·MLP (the
 paper's code uses 0.5·(b_GMF + b_MLP), the same at α = 0.5). The paper then trains NeuMF with
 plain SGD without momentum — `TrainConfig(optimizer="sgd", momentum=0.0)` — because the pretrained
@@ -20,10 +20,8 @@ moves the pretrained weights too far in its first steps.
 from __future__ import annotations
 
 import logging
-from typing import Self
-
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from recforge.models.base import Family, RecommenderNetwork
@@ -47,14 +45,7 @@ class NeuMFConfig(TowerConfig):
     dim: int = Field(32, gt=0)  # GMF factors
     mlp_dim: int = Field(32, gt=0)  # MLP embedding size per side
     alpha: float = Field(0.5, ge=0, le=1)
-    pretrained_gmf: str | None = None
-    pretrained_mlp: str | None = None
-
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> Self:
-        if (self.pretrained_gmf is None) != (self.pretrained_mlp is None):
-            raise ValueError("pretrained_gmf and pretrained_mlp go together: give both or neither")
-        return self
+    pretrain: bool = Field(False, description="start from trained gmf and mlp networks (§3.4.1)")
 
 
 class NeuMF(RecommenderNetwork):
@@ -121,39 +112,33 @@ def neumf_from_pretrained(gmf: GMF, mlp: MLP, alpha: float = 0.5) -> NeuMF:
     return net
 
 
-def _load_pretrained(path: str, family: str, config: NeuMFConfig) -> RecommenderNetwork:
-    # imported here: the estimator imports the registry, which imports this module
-    from recforge.training.recommender import Recommender
-
-    rec = Recommender.load(path)
-    if rec.name != family:
-        raise ValueError(f"pretrained_{family} {path!r} holds a {rec.name!r} model, not {family!r}")
-    if rec.config.objective != config.objective:
-        logger.warning(
-            "pretrained %s was trained with objective %r, neumf uses %r",
-            family, rec.config.objective, config.objective,
-        )
-    return rec.network
-
-
 def build(config: NeuMFConfig, train, item_vectors=None) -> NeuMF:
-    if config.pretrained_gmf is None:
-        net = NeuMF(train.n_users, train.n_items, config.dim, config.mlp_dim, config.layers, config.dropout)
-        init_output(net.predict, config, train)
-        if item_vectors is not None:
-            for emb in (net.gmf_item, net.mlp_item):
-                init_embedding_from_vectors(emb, item_vectors, freeze=config.freeze_item_vectors)
-        return net
-    gmf = _load_pretrained(config.pretrained_gmf, "gmf", config)
-    mlp = _load_pretrained(config.pretrained_mlp, "mlp", config)
+    """A randomly initialised NeuMF (also the shell `Recommender.load` fills, pretrained or not)."""
+    net = NeuMF(train.n_users, train.n_items, config.dim, config.mlp_dim, config.layers, config.dropout)
+    init_output(net.predict, config, train)
+    if item_vectors is not None:
+        for emb in (net.gmf_item, net.mlp_item):
+            init_embedding_from_vectors(emb, item_vectors, freeze=config.freeze_item_vectors)
+    return net
+
+
+def warm_start(config: NeuMFConfig, train, item_vectors, networks: dict[str, RecommenderNetwork]) -> NeuMF:
+    """NeuMF from trained `gmf` and `mlp` networks when `config.pretrain`, else `build`."""
+    if not config.pretrain:
+        logger.info("neumf: pretrain is false, the given gmf and mlp models are not used")
+        return build(config, train, item_vectors)
+    gmf, mlp = networks["gmf"], networks["mlp"]
+    for name, net, cls in (("gmf", gmf, GMF), ("mlp", mlp, MLP)):
+        if not isinstance(net, cls):
+            raise ValueError(f"neumf: the {name!r} model is a {type(net).__name__}, not a {cls.__name__}")
     net = neumf_from_pretrained(gmf, mlp, config.alpha)
     found = (net.n_users, net.n_items, net.gmf_user.embedding_dim, net.mlp_user.embedding_dim,
              tuple(layer.out_features for layer in net.tower.layers))
     wanted = (train.n_users, train.n_items, config.dim, config.mlp_dim, config.layers)
     if found != wanted:
         raise ValueError(
-            "the pretrained models do not match neumf's config: (n_users, n_items, dim, mlp_dim, "
-            f"layers) is {found} in the pretrained models, {wanted} here"
+            "the pretrained gmf and mlp models do not match neumf's config: (n_users, n_items, dim, "
+            f"mlp_dim, layers) is {found} in the pretrained models, {wanted} in neumf's parameters"
         )
     net.tower.dropout.p = config.dropout  # a training choice of NeuMF, not a pretrained weight
     if item_vectors is not None:
@@ -171,5 +156,5 @@ def loss(network: NeuMF, batch, config: NeuMFConfig) -> torch.Tensor:
 
 FAMILY = Family(
     name="neumf", config=NeuMFConfig, build=build, batches=batches, loss=loss,
-    paper="He et al. 2017 (NCF: NeuMF)",
+    paper="He et al. 2017 (NCF: NeuMF)", warm_start_from=("gmf", "mlp"), warm_start=warm_start,
 )

@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ class Recommender:
         )
         self.network: RecommenderNetwork | None = None
         self.history: History | None = None
+        self.fit_seconds: float | None = None  # wall time of `fit`: build, pretraining and epochs
         self._seen: sp.csr_matrix | None = None
 
     @property
@@ -75,16 +77,19 @@ class Recommender:
         *,
         seen: sp.csr_matrix | None = None,
         item_vectors: torch.Tensor | None = None,
+        warm_start: Mapping[str, Recommender | RecommenderNetwork] | None = None,
         callbacks: Sequence[Any] = (),
         checkpoint_dir: Path | None = None,
     ) -> History:
         """Build the network on `train` and fit it; `seen` (default: train's matrix) is what
-        `recommend` filters and what history-based networks read."""
+        `recommend` filters and what history-based networks read. `warm_start` hands the trained
+        models a family starts from (`Family.warm_start_from`, e.g. neumf from gmf and mlp)."""
         if len(train) == 0:
             raise DataError("the training split is empty", source="train")
+        started = time.perf_counter()
         torch.manual_seed(self.train_config.seed)
         self._seen = (seen if seen is not None else train.csr).tocsr().astype(np.float32)
-        self.network = self.family.build(self.config, train, item_vectors)
+        self.network = self._build(train, item_vectors, warm_start)
         device = resolve_device(self.train_config.device)
         self.network.to(device)
         if self.family.pretrain is not None:
@@ -107,7 +112,37 @@ class Recommender:
             checkpoint_dir=checkpoint_dir,
         )
         self.network.eval()
+        self.fit_seconds = time.perf_counter() - started
         return self.history
+
+    def _build(
+        self,
+        train: InteractionData,
+        item_vectors: torch.Tensor | None,
+        warm_start: Mapping[str, Recommender | RecommenderNetwork] | None,
+    ) -> RecommenderNetwork:
+        family, wanted = self.family, self.family.warm_start_from
+        if not warm_start:
+            if wanted and getattr(self.config, "pretrain", False):
+                raise ValueError(
+                    f"{self.name} has pretrain=true: pass the trained {' and '.join(wanted)} models, "
+                    f"fit(..., warm_start={{{', '.join(repr(w) + ': ...' for w in wanted)}}})"
+                )
+            return family.build(self.config, train, item_vectors)
+        if not wanted:
+            raise ValueError(f"{self.name} does not start from other models; warm_start must be empty")
+        missing = sorted(set(wanted) - set(warm_start))
+        if missing:
+            raise ValueError(f"{self.name}: warm_start lacks the trained {missing} model(s)")
+        networks = {}
+        for name in wanted:
+            given = warm_start[name]
+            if isinstance(given, Recommender):
+                if given.name != name:
+                    raise ValueError(f"{self.name}: warm_start[{name!r}] holds a {given.name!r} model")
+                given = given._require_fitted()
+            networks[name] = given
+        return family.warm_start(self.config, train, item_vectors, networks)
 
     def _validator(self, valid: InteractionData):
         from recforge.evaluation.protocols import full_ranking
@@ -254,6 +289,8 @@ class Recommender:
                 "n_users": int(self._seen.shape[0]),
                 "n_items": int(self._seen.shape[1]),
                 "torch": torch.__version__,
+                "fit_seconds": self.fit_seconds,
+                "history": self.history.to_dict() if self.history is not None else None,
             }
             (tmp / "config.json").write_text(json.dumps(meta, indent=2))
             if path.exists():
@@ -280,6 +317,9 @@ class Recommender:
         rec.network.load_state_dict(state)
         rec.network.to(map_location).eval()
         rec._seen = seen
+        if meta.get("history") is not None:
+            rec.history = History.from_dict(meta["history"])
+        rec.fit_seconds = meta.get("fit_seconds")
         return rec
 
 

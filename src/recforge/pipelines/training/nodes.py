@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from recforge.data.interactions import InteractionData
+from recforge.encoders.vectors import align_item_vectors
 from recforge.models.registry import get_family
 from recforge.training.config import TrainConfig
 from recforge.training.recommender import Recommender, uses_ratings
@@ -22,9 +23,15 @@ logger = logging.getLogger(__name__)
 RATING_EVENTS = ("rating",)
 
 
-def make_fit_model(family: str) -> Callable[..., Recommender]:
-    """The `fit_model` node function of one family, typed with the family's config class."""
-    config_cls = get_family(family).config
+def make_fit_model(family: str, with_vectors: bool = False) -> Callable[..., Recommender]:
+    """The `fit_model` node function of one family, typed with the family's config class.
+
+    After the split tables and the two parameter blocks come, positionally: the item vector table
+    when `with_vectors` (`item_id` + v0..v{D-1}, aligned to `item_map` here), then the trained
+    models the family warm-starts from (`Family.warm_start_from`, in that order).
+    """
+    fam = get_family(family)
+    config_cls = fam.config
 
     def fit_model(
         train: pd.DataFrame,
@@ -33,6 +40,7 @@ def make_fit_model(family: str) -> Callable[..., Recommender]:
         item_map: pd.DataFrame,
         model: config_cls,  # type: ignore[valid-type]
         training: TrainConfig,
+        *upstream: pd.DataFrame | Recommender,
     ) -> Recommender:
         """Fit `family` on the train split, early-stopping on valid when configured."""
         rec = Recommender(family, model, training)
@@ -41,8 +49,11 @@ def make_fit_model(family: str) -> Callable[..., Recommender]:
         train_data = InteractionData.from_frame(train, n_users, n_items, name="train", events=events)
         valid_data = InteractionData.from_frame(valid, n_users, n_items, name="valid")
         seen = InteractionData.from_frame(train, n_users, n_items, name="train").csr
-        rec.fit(train_data, valid_data, seen=seen)
-        logger.info("%s: trained on %d interactions", family, len(train_data))
+        upstream = list(upstream)
+        item_vectors = align_item_vectors(upstream.pop(0), item_map) if with_vectors else None
+        warm_start = dict(zip(fam.warm_start_from, upstream, strict=True)) or None
+        rec.fit(train_data, valid_data, seen=seen, item_vectors=item_vectors, warm_start=warm_start)
+        logger.info("%s: trained on %d interactions in %.1f s", family, len(train_data), rec.fit_seconds)
         return rec
 
     fit_model.__qualname__ = "fit_model"

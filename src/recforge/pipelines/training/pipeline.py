@@ -2,29 +2,56 @@
 
 `kedro run --pipelines training --namespaces neumf` trains one family; the model lands in the
 dataset factory `{family}.model` (data/06_models/<family>/).
+
+Two kinds of upstream input, both fixed here so the pipeline's shape never depends on parameters:
+
+- `ITEM_VECTORS`: a family listed here starts its item embeddings from a `pretraining` vector
+  table (`<namespace>.vectors`, data/04_feature/<namespace>/); whether the table is frozen is the
+  family's `freeze_item_vectors` parameter. To start another family from, say, the `text`
+  encoder's vectors, add `"bpr": "text"` (and the table's folder to its `dvc.yaml` deps).
+- `Family.warm_start_from`: a family that starts from other trained families reads their
+  `<family>.model` (neumf from gmf and mlp, He et al. 2017 §3.4.1, when its `pretrain` parameter
+  is true), so Kedro orders it after them.
 """
 
 from kedro.pipeline import Node, Pipeline
 
-from recforge.models.registry import FAMILIES
+from recforge.models.registry import FAMILIES, get_family
 from recforge.pipelines.training.nodes import make_fit_model
 
 SPLIT_INPUTS = {"train", "valid", "user_map", "item_map"}
 
+# family -> pretraining namespace whose item vectors initialise it
+ITEM_VECTORS: dict[str, str] = {"lstm": "prod2vec"}
+
+
+def upstream(family: str) -> dict[str, str]:
+    """Inputs from outside `family`'s namespace that its node reads after the split and the
+    parameters, in order: {name inside the template: dataset name in the catalog}."""
+    vectors = {"item_vectors": f"{ITEM_VECTORS[family]}.vectors"} if family in ITEM_VECTORS else {}
+    models = {f"{name}_model": f"{name}.model" for name in get_family(family).warm_start_from}
+    return vectors | models
+
+
+def upstream_inputs(family: str) -> list[str]:
+    """The catalog names of `upstream(family)`, in the node's order."""
+    return list(upstream(family).values())
+
 
 def create_family_pipeline(family: str) -> Pipeline:
     """The training template with `family`'s node, inside the `family` namespace."""
+    extra = upstream(family)
     template = Pipeline(
         [
             Node(
-                make_fit_model(family),
-                inputs=["train", "valid", "user_map", "item_map", "params:model", "params:training"],
+                make_fit_model(family, with_vectors=family in ITEM_VECTORS),
+                inputs=["train", "valid", "user_map", "item_map", "params:model", "params:training", *extra],
                 outputs="model",
                 name="fit_model",
             )
         ]
     )
-    return Pipeline(template, namespace=family, inputs=SPLIT_INPUTS)
+    return Pipeline(template, namespace=family, inputs={**{name: name for name in SPLIT_INPUTS}, **extra})
 
 
 def create_pipeline(**kwargs) -> Pipeline:
