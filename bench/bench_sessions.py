@@ -1,26 +1,28 @@
-"""`sasrec`, `narm`, `tcn` on MovieLens-100K user sequences, against RecBole's SASRec figures.
+"""Session and sequence families on user sequences of MovieLens-100K or the synthetic `large` shop,
+against RecBole's GRU4Rec and SASRec figures.
 
 Protocol (RecBole's sequential defaults): each user's interactions in time order (ties in file
 order); leave-last-out — the last item is the test target, the one before it the validation
 target, the rest is train. Sequences are cut to the last 50 items, the loss is full softmax
-cross-entropy, a batch holds 2,048 next-item targets, Adam (lr 2e-3). The epoch is selected as
-RecBole does for sequential models: validation NDCG@10 among all items, seen items included,
-patience 10, best epoch restored. The test target is ranked against every item from the user's
-last 50 items before it (train + validation item); NDCG@10 is reported as RecBole computes it for
-sequential models (seen items not removed) and with the user's history removed.
+cross-entropy, a batch holds 2,048 next-item targets, Adam. The epoch is selected as RecBole does
+for sequential models: validation NDCG@10 among all items, seen items included, patience 10, best
+epoch restored. The test target is ranked against every item from the user's last 50 items before
+it (train + validation item); NDCG@10 is reported as RecBole computes it for sequential models
+(seen items not removed) and with the user's history removed.
 
 Per family, in a fresh process: seconds per training epoch (the loop's own timing, without
 validation), next-item targets per second, CPU seconds of the whole fit, peak RSS of the process
-(`resource.getrusage`), test NDCG@10 / HR@10.
+(`resource.getrusage`), test NDCG@10 / HR@10. `popularity`, `sknn` and `cooccurrence` have no
+epochs: their fit time is their whole build.
 
 Further tables (`--synthetic session leaderboard`) fit tcn, cnn3d, narm and sasrec with the
 parameters proposed for `conf/base/parameters_training.yml` (`PROPOSALS`) on the synthetic `default` shop (temporal split as in
 `parameters_splitting.yml`; cnn3d gets the items' text and category) and reports the fit time
 against the 25 s budget, leaderboard NDCG@10 and next-item MRR@20 inside the test sessions.
 
-    .venv/bin/python bench/bench_sessions_attention.py [/work/shared/data/movielens-100k/u.data]
-        [--families sasrec narm tcn] [--epochs 100] [--threads 1] [--synthetic session leaderboard]
-        [--out bench/results/sessions_attention.md]
+    .venv/bin/python bench/bench_sessions.py [--data ml100k|large] [--path /work/shared/data/movielens-100k/u.data]
+        [--families gru4rec lstm sasrec narm tcn ...] [--epochs 100] [--threads 2]
+        [--synthetic session leaderboard] [--out bench/results/sessions.md]
 """
 
 from __future__ import annotations
@@ -43,16 +45,27 @@ from recforge.data.interactions import InteractionData
 from recforge.data.sequences import PAD
 from recforge.training.recommender import Recommender
 
-logger = logging.getLogger("bench_sessions_attention")
+logger = logging.getLogger("bench_sessions")
 
-MAX_LEN, BATCH, LR, PATIENCE = 50, 2048, 2e-3, 10
-MODELS: dict[str, dict] = {
-    "sasrec": {"dim": 64, "heads": 2, "blocks": 2, "ffn_dim": 256, "dropout": 0.5, "max_len": MAX_LEN, "loss": "ce",
-               "by": "user"},
-    "narm": {"dim": 64, "hidden": 100, "max_len": MAX_LEN, "loss": "ce", "by": "user"},
-    "tcn": {"dim": 64, "levels": 4, "kernel_size": 3, "dropout": 0.3, "max_len": MAX_LEN, "loss": "ce", "by": "user"},
+MAX_LEN, BATCH, PATIENCE = 50, 2048, 10
+# (model, training overrides) per family; every trained family also gets batch 2048, Adam, seed 0
+SETTINGS: dict[str, tuple[dict, dict]] = {
+    "popularity": ({}, {"epochs": 0}),
+    "sknn": ({"max_len": MAX_LEN}, {"epochs": 0}),
+    "cooccurrence": ({}, {"epochs": 0}),
+    # RecBole's GRU4Rec architecture: emb 64, hidden 128, dropout 0.3, scores through a 128 -> 64
+    # projection onto the input item embeddings; 2048 targets = 64 parallel slots x 32 BPTT steps
+    "gru4rec": ({"dim": 64, "hidden": 128, "dropout": 0.3, "max_len": MAX_LEN, "bptt": 32, "tie_embeddings": True,
+                 "by": "user"}, {"lr": 0.005}),
+    "lstm": ({"dim": 64, "hidden": 128, "dropout": 0.3, "max_len": MAX_LEN, "tie_embeddings": True, "by": "user"},
+             {"lr": 0.005}),
+    "sasrec": ({"dim": 64, "heads": 2, "blocks": 2, "ffn_dim": 256, "dropout": 0.5, "max_len": MAX_LEN, "loss": "ce",
+                "by": "user"}, {"lr": 0.002}),
+    "narm": ({"dim": 64, "hidden": 100, "max_len": MAX_LEN, "loss": "ce", "by": "user"}, {"lr": 0.002}),
+    "tcn": ({"dim": 64, "levels": 4, "kernel_size": 3, "dropout": 0.3, "max_len": MAX_LEN, "loss": "ce", "by": "user"},
+            {"lr": 0.002}),
 }
-RECBOLE_SASREC = {"epoch_s": 121.0, "ndcg@10": 0.058, "peak_rss_gb": 3.7}
+RECBOLE = {"gru4rec": {"epoch_s": 31.0, "ndcg@10": 0.045}, "sasrec": {"epoch_s": 121.0, "ndcg@10": 0.058, "peak_rss_gb": 3.7}}
 # Parameters proposed for the default `kedro run`, (model, training) per family. On the synthetic
 # shop the two leaderboards pull apart: the longer a sequence model trains, the better it predicts
 # the next item of a session and the worse it ranks the items of the user's later sessions.
@@ -77,14 +90,12 @@ PROPOSALS: dict[str, dict[str, tuple[dict, dict]]] = {
 }
 
 
-def leave_last_out(path: Path) -> tuple[InteractionData, InteractionData, np.ndarray]:
-    """(train, valid, rows) of u.data: per user, the last item is test, the one before valid;
-    `rows` holds (user, item, rank from the end) of every row in time order."""
-    raw = np.loadtxt(path, dtype=np.int64)  # user, item, rating, timestamp
-    _, user = np.unique(raw[:, 0], return_inverse=True)
-    _, item = np.unique(raw[:, 1], return_inverse=True)
-    ts = raw[:, 3]
-    order = np.lexsort((np.arange(len(raw)), ts, user))
+def leave_last_out(user: np.ndarray, item: np.ndarray, ts: np.ndarray) -> tuple[InteractionData, InteractionData, np.ndarray]:
+    """(train, valid, rows): per user, the last item is test, the one before valid; `rows` holds
+    (user, item, rank from the end) of every row in time order. Ids: any integer codes."""
+    _, user = np.unique(user, return_inverse=True)
+    _, item = np.unique(item, return_inverse=True)
+    order = np.lexsort((np.arange(len(user)), ts, user))
     user, item, ts = user[order], item[order], ts[order]
     last = np.flatnonzero(np.r_[user[1:] != user[:-1], True])  # (U,) each user's last row
     first = np.r_[0, last[:-1] + 1]
@@ -100,6 +111,24 @@ def leave_last_out(path: Path) -> tuple[InteractionData, InteractionData, np.nda
     return part(rank >= 2), part(rank == 1), np.stack([user, item, rank], axis=1)
 
 
+def load_rows(data: str, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, item, timestamp) of MovieLens-100K's u.data, or of the synthetic `large` shop with
+    each user's repeated items kept once (first time), users with at least 3 items."""
+    if data == "ml100k":
+        raw = np.loadtxt(path, dtype=np.int64)  # user, item, rating, timestamp
+        return raw[:, 0], raw[:, 1], raw[:, 3]
+    import pandas as pd
+
+    from recforge.data.synthetic import ShopConfig, generate_shop
+
+    frame = generate_shop(ShopConfig(preset="large", with_media=False)).interactions
+    frame = frame.sort_values("timestamp", kind="stable").drop_duplicates(["user_id", "item_id"])
+    frame = frame[frame.groupby("user_id")["item_id"].transform("size") >= 3]
+    user = pd.factorize(frame["user_id"])[0]
+    item = pd.factorize(frame["item_id"])[0]
+    return user, item, frame["timestamp"].to_numpy(np.int64)
+
+
 def prefixes_before(rows: np.ndarray, max_len: int, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(users (U,), right-aligned prefixes (U, max_len) of the items before each user's row
     `rank` from the end (0 = test, 1 = validation), those rows' items (U,))."""
@@ -110,6 +139,13 @@ def prefixes_before(rows: np.ndarray, max_len: int, rank: int) -> tuple[np.ndarr
     window = at[:, None] - max_len + np.arange(max_len)[None, :]  # (U, L)
     prefixes = np.where(window >= first[:, None], item[np.clip(window, 0, None)], PAD)
     return user[at], prefixes, item[at]
+
+
+def sequence_scores(net, prefixes: torch.Tensor) -> torch.Tensor:
+    """(B, I) scores of every item after each prefix; popularity ignores the prefix."""
+    if hasattr(net, "score_sequence"):
+        return net.score_sequence(prefixes).float()
+    return net.log_count.float().expand(len(prefixes), -1)
 
 
 def ndcg_hr(scores: torch.Tensor, target: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +167,7 @@ class SequentialValidation:
     def on_epoch_end(self, epoch: int, logs: dict) -> bool:
         net = self.rec.network.eval()
         with torch.no_grad():
-            ndcg, _ = ndcg_hr(net.score_sequence(self.prefixes).float(), self.targets)
+            ndcg, _ = ndcg_hr(sequence_scores(net, self.prefixes), self.targets)
         net.train()
         if ndcg.mean() > self.best:
             self.best, self.best_epoch, self.bad = float(ndcg.mean()), epoch, 0
@@ -144,10 +180,11 @@ class SequentialValidation:
 def measure(job: dict) -> dict:
     """Fit one family and evaluate it on test; run in its own process for a clean peak RSS."""
     torch.set_num_threads(job["threads"])
-    train, valid, rows = leave_last_out(Path(job["udata"]))
+    train, valid, rows = leave_last_out(*load_rows(job["data"], job["path"]))
     family = job["family"]
+    model, training = SETTINGS[family]
     rec = Recommender(
-        family, MODELS[family], {"epochs": job["epochs"], "batch_size": BATCH, "lr": LR, "device": "cpu", "seed": 0},
+        family, model, {"epochs": job["epochs"], "batch_size": BATCH, "device": "cpu", "seed": 0, **training},
     )
     _, valid_prefixes, valid_targets = prefixes_before(rows, MAX_LEN, rank=1)
     selection = SequentialValidation(rec, valid_prefixes, valid_targets)
@@ -156,12 +193,13 @@ def measure(job: dict) -> dict:
     history = rec.fit(train, seen=train.csr, callbacks=[selection])
     fit_s, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     load.append(os.getloadavg()[0])
-    rec.network.load_state_dict(selection.state)
+    if selection.state is not None:
+        rec.network.load_state_dict(selection.state)
 
     users, prefixes, targets = prefixes_before(rows, MAX_LEN, rank=0)
     net = rec.network.eval()
     with torch.no_grad():
-        scores = net.score_sequence(torch.as_tensor(prefixes)).float()  # (U, I)
+        scores = sequence_scores(net, torch.as_tensor(prefixes))  # (U, I)
     target = torch.as_tensor(targets)
     ndcg, hr = ndcg_hr(scores, target)
     seen = torch.as_tensor((train.csr + valid.csr)[users].toarray() > 0)  # (U, I) the whole history
@@ -170,14 +208,14 @@ def measure(job: dict) -> dict:
     targets_per_epoch = len(train) - len(np.unique(train.user_idx))
     return {
         **job, "epochs_run": history.epochs, "best_epoch": selection.best_epoch,
-        "epoch_s": float(np.mean(history.seconds)), "epoch_s_min": float(np.min(history.seconds)),
+        "epoch_s": float(np.median(history.seconds)) if history.seconds else 0.0,
         "targets_per_epoch": int(targets_per_epoch),
-        "targets_per_s": float(targets_per_epoch / np.mean(history.seconds)),
+        "targets_per_s": float(targets_per_epoch / np.median(history.seconds)) if history.seconds else 0.0,
         "fit_s": fit_s, "fit_cpu_s": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "ndcg@10": float(ndcg.mean()), "hr@10": float(hr.mean()),
         "ndcg@10_seen_removed": float(ndcg_masked.mean()), "hr@10_seen_removed": float(hr_masked.mean()),
-        "valid_ndcg@10": selection.best, "load": load,
+        "valid_ndcg@10": selection.best if selection.state is not None else None, "load": load,
         "shape": f"{train.n_users} users x {train.n_items} items, {len(train)} train rows",
     }
 
@@ -209,10 +247,7 @@ def measure_synthetic(job: dict) -> dict:
     ndcg = full_ranking(rec.score_fn(), train.csr, test, ks=(10,))["ndcg@10"]
     prefixes, targets, _ = next_item_examples(build_sequences(test, by="session", min_length=2), 20)
     with torch.no_grad():
-        if family == "popularity":
-            scores = rec.network.log_count.expand(len(targets), -1)
-        else:
-            scores = rec.network.score_sequence(torch.as_tensor(prefixes)).float()
+        scores = sequence_scores(rec.network, torch.as_tensor(prefixes))
     target = torch.as_tensor(targets)
     rank = (scores > scores.gather(1, target[:, None])).sum(1)
     mrr = float(torch.where(rank < 20, 1.0 / (rank + 1), 0.0).mean())
@@ -234,40 +269,53 @@ def cpu_model() -> str:
 
 
 def report(rows: list[dict], command: str) -> str:
-    base = RECBOLE_SASREC
+    data = rows[0]["data"]
+    title = "MovieLens-100K" if data == "ml100k" else "the synthetic `large` shop"
     lines = [
-        "# Session and attention families on MovieLens-100K (issue #5, part 3)",
+        f"## Session and sequence families on {title} user sequences",
         "",
         f"Command: `{command}`",
         "",
         f"Machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}; torch {torch.__version__}, "
-        f"{rows[0]['threads']} torch threads, CPU only; each family in its own process. `load` is the "
+        f"{rows[0]['threads']} torch thread(s), CPU only; each family in its own process. `load` is the "
         "1-minute load average before and after the fit: other jobs on the machine inflate the wall "
         "times (CPU s is less sensitive to them).",
         "",
         f"Data: {rows[0]['shape']}; leave-last-out, max length {MAX_LEN}, full softmax cross-entropy, "
-        f"{BATCH} next-item targets per batch, Adam lr {LR}, model selection on validation NDCG@10 "
-        f"with seen items kept, as RecBole (patience {PATIENCE}), best epoch restored. Test: full ranking of all items; "
-        "`NDCG@10` keeps seen items in the ranking (RecBole's protocol for sequential models), "
-        "`seen removed` masks the user's history.",
+        f"{BATCH} next-item targets per batch, Adam, model selection on validation NDCG@10 "
+        f"with seen items kept, as RecBole (patience {PATIENCE}, at most {rows[0]['epochs']} epochs), best epoch "
+        "restored. Test: full ranking of all items; `NDCG@10` keeps seen items in the ranking (RecBole's protocol "
+        "for sequential models), `seen removed` masks the user's history. `s / epoch`: median over epochs.",
         "",
-        f"Reference (RecBole SASRec, same protocol): {base['epoch_s']:.0f} s per epoch, test NDCG@10 "
-        f"{base['ndcg@10']}, peak RSS {base['peak_rss_gb']} GB.",
-        "",
+    ]
+    if data == "ml100k":
+        lines += [
+            "References (RecBole 1.2.1, same protocol, from issue #5): GRU4Rec "
+            f"{RECBOLE['gru4rec']['epoch_s']:.0f} s per epoch, test NDCG@10 {RECBOLE['gru4rec']['ndcg@10']}; SASRec "
+            f"{RECBOLE['sasrec']['epoch_s']:.0f} s per epoch, test NDCG@10 {RECBOLE['sasrec']['ndcg@10']}, peak RSS "
+            f"{RECBOLE['sasrec']['peak_rss_gb']} GB. `vs RecBole`: our s / epoch over RecBole's for that family "
+            "(target ≤ 0.25).",
+            "",
+        ]
+    lines += [
         "| family | epochs (best) | s / epoch | vs RecBole | targets / s | fit s (CPU s) | peak RSS MB | "
         "NDCG@10 | HR@10 | NDCG@10 seen removed | valid NDCG@10 | load |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        ref = RECBOLE.get(r["family"]) if data == "ml100k" else None
+        vs = f"{r['epoch_s'] / ref['epoch_s']:.3f}x" if ref else "–"
+        best = f" ({r['best_epoch'] + 1})" if r["epochs_run"] else ""
+        valid = f"{r['valid_ndcg@10']:.4f}" if r["valid_ndcg@10"] is not None else "–"
         lines.append(
-            f"| {r['family']} | {r['epochs_run']} ({r['best_epoch'] + 1}) | {r['epoch_s']:.2f} | "
-            f"{r['epoch_s'] / base['epoch_s']:.3f}x | {r['targets_per_s']:,.0f} | {r['fit_s']:.0f} ({r['fit_cpu_s']:.0f}) | "
-            f"{r['peak_rss_mb']:.0f} | {r['ndcg@10']:.4f} | {r['hr@10']:.4f} | {r['ndcg@10_seen_removed']:.4f} | "
-            f"{r['valid_ndcg@10']:.4f} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |"
+            f"| {r['family']} | {r['epochs_run']}{best} | {r['epoch_s']:.2f} | {vs} | {r['targets_per_s']:,.0f} | "
+            f"{r['fit_s']:.0f} ({r['fit_cpu_s']:.0f}) | {r['peak_rss_mb']:.0f} | {r['ndcg@10']:.4f} | {r['hr@10']:.4f} | "
+            f"{r['ndcg@10_seen_removed']:.4f} | {valid} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |"
         )
-    models = "; ".join(f"{k}: {json.dumps(v)}" for k, v in MODELS.items() if any(r["family"] == k for r in rows))
-    lines += ["", f"Model configs: {models}", ""]
-    return "\n".join(lines)
+    lines += ["", "Settings (model; training overrides):", ""]
+    lines += [f"- `{r['family']}`: {json.dumps(SETTINGS[r['family']][0])}; {json.dumps(SETTINGS[r['family']][1])}"
+              for r in rows]
+    return "\n".join(lines + [""])
 
 
 def report_synthetic(rows: list[dict], proposal: str) -> str:
@@ -295,11 +343,13 @@ def report_synthetic(rows: list[dict], proposal: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("udata", nargs="?", default="/work/shared/data/movielens-100k/u.data")
-    parser.add_argument("--families", nargs="*", default=["sasrec", "narm", "tcn"], choices=list(MODELS))
+    parser.add_argument("--data", choices=["ml100k", "large"], default="ml100k")
+    parser.add_argument("--path", default="/work/shared/data/movielens-100k/u.data", help="u.data for ml100k")
+    parser.add_argument("--families", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="bench/results/sessions_attention.md")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="bench/results/sessions.md")
+    parser.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
     parser.add_argument("--synthetic", nargs="*", default=[], choices=list(PROPOSALS),
                         help="also fit these proposed defaults on the synthetic shop")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # JSON job: run one family, print JSON
@@ -320,9 +370,9 @@ def main() -> None:
         logger.info("%s", {k: row.get(k) for k in ("family", "epochs_run", "epoch_s", "fit_cpu_s", "ndcg@10", "load")})
         return row
 
-    rows = [run({"family": f, "epochs": args.epochs, "threads": args.threads, "udata": args.udata})
+    rows = [run({"family": f, "epochs": args.epochs, "threads": args.threads, "data": args.data, "path": args.path})
             for f in args.families]
-    command = (f"cd /work/main && .venv/bin/python bench/bench_sessions_attention.py {args.udata} "
+    command = (f"OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_sessions.py --data {args.data} "
                f"--families {' '.join(args.families)} --epochs {args.epochs} --threads {args.threads}"
                + (f" --synthetic {' '.join(args.synthetic)}" if args.synthetic else ""))
     text = report(rows, command) if rows else f"Command: `{command}`\n"
@@ -330,9 +380,12 @@ def main() -> None:
         rows_p = [run({"family": f, "threads": args.threads, "synthetic": True, "proposal": proposal})
                   for f in ("popularity", *PROPOSALS[proposal])]
         text += "\n" + report_synthetic(rows_p, proposal)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    logger.info("wrote %s", args.out)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and out.exists():
+        text = out.read_text() + "\n" + text
+    out.write_text(text)
+    logger.info("wrote %s", out)
 
 
 if __name__ == "__main__":
