@@ -87,9 +87,17 @@ def test_dvc_stages_mirror_the_pipelines_and_the_registry():
         assert cmd.startswith(f"kedro run --pipelines {pipeline}")
         assert pipeline in pipelines
     # a family reading upstream outputs has its own stage with their folders as deps
+    catalog = yaml.safe_load((ROOT / "conf/base/catalog.yml").read_text())
     folder = {"vectors": "data/04_feature/{}", "model": "data/06_models/{}"}
+
+    def path(dataset: str) -> str:
+        if "." not in dataset:
+            return catalog[dataset]["filepath"]
+        namespace, kind = dataset.split(".")
+        return folder[kind].format(namespace)
+
     for family in FAMILIES:
-        wanted = {folder[kind].format(ns) for ns, kind in (d.split(".") for d in upstream_inputs(family))}
+        wanted = {path(d) for d in upstream_inputs(family)}
         if wanted:
             assert family in own_stage, family
             assert wanted <= set(own_stage[family]["deps"]), family

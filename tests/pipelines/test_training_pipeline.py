@@ -14,6 +14,7 @@ from kedro.runner import SequentialRunner
 from kedro.validation.exceptions import ParameterValidationError
 from kedro.validation.parameter_validator import ParameterValidator
 
+from recforge.models.cnn3d import item_content
 from recforge.models.registry import FAMILIES
 from recforge.pipelines.training.pipeline import ITEM_VECTORS, create_pipeline, upstream_inputs
 from recforge.training.recommender import Recommender
@@ -65,6 +66,8 @@ def test_every_family_has_a_namespace_and_upstream_inputs_are_shared():
     assert {"gmf.model", "mlp.model"} <= set(neumf.inputs())
     lstm = pipeline.only_nodes_with_namespaces(["lstm"])
     assert "prod2vec.vectors" in lstm.inputs()
+    cnn3d = pipeline.only_nodes_with_namespaces(["cnn3d"])
+    assert "items" in cnn3d.inputs()
     # a family without upstream reads only the split and its own parameters
     bpr = pipeline.only_nodes_with_namespaces(["bpr"])
     assert bpr.inputs() == {"train", "valid", "user_map", "item_map", "params:bpr.model", "params:bpr.training"}
@@ -163,3 +166,15 @@ def test_lstm_item_embeddings_start_from_the_vector_table(split):
     centred = torch.as_tensor(aligned - np.vstack([aligned, aligned.mean(0)]).mean(0))
     ratio = weight[1:] / centred
     torch.testing.assert_close(ratio, torch.full_like(ratio, ratio[0, 0].item()), rtol=1e-3, atol=1e-3)
+
+
+def test_cnn3d_reads_the_characters_of_the_items_table(split):
+    pipeline = create_pipeline().only_nodes_with_namespaces(["cnn3d"])
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(30)][::-1], "title": [f"title {i}" for i in range(30)][::-1],
+                          "text": "", "category": "shoes/boots"})
+    raw = _raw_params(cnn3d=({"dim": 8, "width": 8, "max_len": 5}, {"epochs": 1, "batch_size": 64}))
+    out = _run(pipeline, split, raw, extra={"items": items})
+    content = out["cnn3d.model"].network.content  # (n_items, fields, width) character codes
+    expected = item_content(items, split["item_map"])[:, :, :8]
+    torch.testing.assert_close(content, expected)
+    assert content[:, 2].any()  # the category field is filled

@@ -78,6 +78,9 @@ class Family:
     from GMF and MLP); `warm_start(config, train, item_vectors, networks)` then builds the network
     from `networks` (a dict keyed by those names) in place of `build`. Such a family's config has
     a boolean `pretrain`: with it false, `warm_start` falls back to `build`.
+    `item_content(items, item_map)`, when given, turns the canonical items table into the tensor
+    `build` receives as `item_vectors` (cnn3d: the characters of each item's id, text and
+    category); the training pipeline then hands the family the `items` table.
     """
 
     name: str
@@ -93,6 +96,7 @@ class Family:
     pretrain: Callable[..., None] | None = None
     warm_start_from: tuple[str, ...] = ()
     warm_start: Callable[..., RecommenderNetwork] | None = None
+    item_content: Callable[..., torch.Tensor] | None = None
 
 
 def no_batches(network, train, config, batch_size, generator) -> Iterator[Batch]:

@@ -18,7 +18,8 @@ convolution is causal (padded on the left only), so the output at t reads items 
 every position of a window is predicted in one pass.
 
 Content comes in as an integer tensor of character codes, made by `item_content(items,
-item_map)` from the items table and passed as `item_vectors`; without it the id field holds the
+item_map)` from the items table and passed as `item_vectors` (the training pipeline does so
+with the `items` table, through `Family.item_content`); without it the id field holds the
 item index's digits and the other fields are empty. The codes are a buffer, so `save`/`load`
 keep them. A float `item_vectors` initialises the output item table instead.
 """
@@ -174,5 +175,5 @@ def loss(network: CNN3D, batch: Batch, config: CNN3DConfig) -> torch.Tensor:
 
 FAMILY = Family(
     name="cnn3d", config=CNN3DConfig, build=build, batches=batches, loss=loss,
-    paper="Tuan & Phuong 2017 (3D-CNN)",
+    paper="Tuan & Phuong 2017 (3D-CNN)", item_content=item_content,
 )

@@ -27,8 +27,9 @@ def make_fit_model(family: str, with_vectors: bool = False) -> Callable[..., Rec
     """The `fit_model` node function of one family, typed with the family's config class.
 
     After the split tables and the two parameter blocks come, positionally: the item vector table
-    when `with_vectors` (`item_id` + v0..v{D-1}, aligned to `item_map` here), then the trained
-    models the family warm-starts from (`Family.warm_start_from`, in that order).
+    when `with_vectors` (`item_id` + v0..v{D-1}, aligned to `item_map` here), else the items table
+    when the family reads item content (`Family.item_content`), then the trained models the
+    family warm-starts from (`Family.warm_start_from`, in that order).
     """
     fam = get_family(family)
     config_cls = fam.config
@@ -50,7 +51,11 @@ def make_fit_model(family: str, with_vectors: bool = False) -> Callable[..., Rec
         valid_data = InteractionData.from_frame(valid, n_users, n_items, name="valid")
         seen = InteractionData.from_frame(train, n_users, n_items, name="train").csr
         upstream = list(upstream)
-        item_vectors = align_item_vectors(upstream.pop(0), item_map) if with_vectors else None
+        item_vectors = None
+        if with_vectors:
+            item_vectors = align_item_vectors(upstream.pop(0), item_map)
+        elif fam.item_content is not None:
+            item_vectors = fam.item_content(upstream.pop(0), item_map)
         warm_start = dict(zip(fam.warm_start_from, upstream, strict=True)) or None
         rec.fit(train_data, valid_data, seen=seen, item_vectors=item_vectors, warm_start=warm_start)
         logger.info("%s: trained on %d interactions in %.1f s", family, len(train_data), rec.fit_seconds)

@@ -9,6 +9,8 @@ Two kinds of upstream input, both fixed here so the pipeline's shape never depen
   table (`<namespace>.vectors`, data/04_feature/<namespace>/); whether the table is frozen is the
   family's `freeze_item_vectors` parameter. To start another family from, say, the `text`
   encoder's vectors, add `"bpr": "text"` (and the table's folder to its `dvc.yaml` deps).
+- `Family.item_content`: a family that reads item content itself (cnn3d: the characters of
+  each item's id, text and category) gets the canonical `items` table.
 - `Family.warm_start_from`: a family that starts from other trained families reads their
   `<family>.model` (neumf from gmf and mlp, He et al. 2017 §3.4.1, when its `pretrain` parameter
   is true), so Kedro orders it after them.
@@ -28,9 +30,13 @@ ITEM_VECTORS: dict[str, str] = {"lstm": "prod2vec"}
 def upstream(family: str) -> dict[str, str]:
     """Inputs from outside `family`'s namespace that its node reads after the split and the
     parameters, in order: {name inside the template: dataset name in the catalog}."""
-    vectors = {"item_vectors": f"{ITEM_VECTORS[family]}.vectors"} if family in ITEM_VECTORS else {}
-    models = {f"{name}_model": f"{name}.model" for name in get_family(family).warm_start_from}
-    return vectors | models
+    fam = get_family(family)
+    if family in ITEM_VECTORS:
+        item_side = {"item_vectors": f"{ITEM_VECTORS[family]}.vectors"}
+    else:
+        item_side = {"items": "items"} if fam.item_content is not None else {}
+    models = {f"{name}_model": f"{name}.model" for name in fam.warm_start_from}
+    return item_side | models
 
 
 def upstream_inputs(family: str) -> list[str]:
