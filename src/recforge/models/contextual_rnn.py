@@ -27,23 +27,21 @@ from torch import nn
 from recforge.data.interactions import InteractionData
 from recforge.data.sequences import build_sequences
 from recforge.models.base import Batch, Family
-from recforge.models.layers import init_embedding_from_vectors
 from recforge.models.rnn_common import (
-    UNKNOWN_EVENT,
     GRUCell,
     ItemHead,
     RNNConfig,
+    UNKNOWN_EVENT,
     embedding,
     event_codes,
     gap_buckets,
     n_gap_buckets,
     next_item_loss,
     parallel_batches,
+    prepare_recurrent,
     run_parallel,
     run_prefix,
-    sampling_probs,
     sequence_steps,
-    target_distribution,
     training_sequences,
     user_tails,
 )
@@ -145,7 +143,7 @@ def build(
     config: ContextualRNNConfig, train: InteractionData, item_vectors: torch.Tensor | None = None
 ) -> ContextualRNN:
     net = ContextualRNN(train.n_items, config)
-    net.init_user_sequences(train, config.max_len)
+    prepare_recurrent(net, train, config, item_vectors)
     # the context of each user's last max_len events, aligned with user_sequence
     seqs = build_sequences(train, by="user") if len(train) else None
     events = torch.full((train.n_users, config.max_len), UNKNOWN_EVENT, dtype=torch.long)
@@ -158,10 +156,6 @@ def build(
         gaps = user_tails(seqs, gap, train.n_users, config.max_len, net.unknown_gap)
     net.register_buffer("user_events", events)
     net.register_buffer("user_gaps", gaps)
-    net.register_buffer("target_probs", target_distribution(train), persistent=False)
-    net.register_buffer("neg_probs", sampling_probs(train, config.sample_alpha), persistent=False)
-    if item_vectors is not None:
-        init_embedding_from_vectors(net.item, item_vectors, freeze=config.freeze_item_vectors)
     return net
 
 

@@ -25,7 +25,6 @@ from torch import nn
 
 from recforge.data.interactions import InteractionData
 from recforge.models.base import Batch, Family
-from recforge.models.layers import init_embedding_from_vectors
 from recforge.models.rnn_common import (
     GRUCell,
     ItemHead,
@@ -33,11 +32,10 @@ from recforge.models.rnn_common import (
     embedding,
     next_item_loss,
     parallel_batches,
+    prepare_recurrent,
     run_parallel,
     run_prefix,
-    sampling_probs,
     sequence_steps,
-    target_distribution,
     training_sequences,
 )
 from recforge.models.sequence import SequenceNetwork
@@ -103,12 +101,7 @@ def build(
     config: GRU4RecConfig, train: InteractionData, item_vectors: torch.Tensor | None = None
 ) -> GRU4Rec:
     net = GRU4Rec(train.n_items, config)
-    net.init_user_sequences(train, config.max_len)
-    net.register_buffer("target_probs", target_distribution(train), persistent=False)
-    net.register_buffer("neg_probs", sampling_probs(train, config.sample_alpha), persistent=False)
-    if item_vectors is not None:
-        table = net.item if net.item is not None else net.head.item
-        init_embedding_from_vectors(table, item_vectors, freeze=config.freeze_item_vectors)
+    prepare_recurrent(net, train, config, item_vectors, net.item if net.item is not None else net.head.item)
     return net
 
 

@@ -28,7 +28,6 @@ from torch import nn
 
 from recforge.data.interactions import InteractionData
 from recforge.models.base import Batch, Family
-from recforge.models.layers import init_embedding_from_vectors
 from recforge.models.rnn_common import (
     GRUCell,
     ItemHead,
@@ -37,11 +36,10 @@ from recforge.models.rnn_common import (
     embedding,
     next_item_loss,
     parallel_batches,
+    prepare_recurrent,
     row_layout,
     run_prefix,
-    sampling_probs,
     sequence_steps,
-    target_distribution,
     training_sequences,
 )
 from recforge.models.sequence import SequenceNetwork
@@ -173,12 +171,8 @@ def build(
     config: HRNNConfig, train: InteractionData, item_vectors: torch.Tensor | None = None
 ) -> HRNN:
     net = HRNN(train.n_users, train.n_items, config)
-    net.init_user_sequences(train, config.max_len)
+    prepare_recurrent(net, train, config, item_vectors)
     net.steps = training_steps(train, config) if len(train) else None
-    net.register_buffer("target_probs", target_distribution(train), persistent=False)
-    net.register_buffer("neg_probs", sampling_probs(train, config.sample_alpha), persistent=False)
-    if item_vectors is not None:
-        init_embedding_from_vectors(net.item, item_vectors, freeze=config.freeze_item_vectors)
     return net
 
 

@@ -21,16 +21,14 @@ from torch import nn
 
 from recforge.data.interactions import InteractionData
 from recforge.models.base import Batch, Family
-from recforge.models.layers import init_embedding_from_vectors
 from recforge.models.rnn_common import (
     ItemHead,
     RNNConfig,
     embedding,
     left_align,
     next_item_loss,
-    sampling_probs,
+    prepare_recurrent,
     sequence_steps,
-    target_distribution,
     training_sequences,
     window_batches,
 )
@@ -71,11 +69,7 @@ def build(
     config: LSTMConfig, train: InteractionData, item_vectors: torch.Tensor | None = None
 ) -> LSTMNext:
     net = LSTMNext(train.n_items, config)
-    net.init_user_sequences(train, config.max_len)
-    net.register_buffer("target_probs", target_distribution(train), persistent=False)
-    net.register_buffer("neg_probs", sampling_probs(train, config.sample_alpha), persistent=False)
-    if item_vectors is not None:
-        init_embedding_from_vectors(net.item, item_vectors, freeze=config.freeze_item_vectors)
+    prepare_recurrent(net, train, config, item_vectors)
     return net
 
 

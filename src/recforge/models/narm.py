@@ -17,16 +17,13 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from recforge.data.interactions import InteractionData
-from recforge.models.base import Batch, Family, ModelConfig
-from recforge.models.layers import init_embedding_from_vectors
+from recforge.models.base import ModelConfig
 from recforge.models.sasrec import (
     Grouping,
     NextItemLoss,
     NextItemNetwork,
     masked_items,
-    next_item_loss,
-    window_batches,
+    next_item_family,
 )
 
 
@@ -79,25 +76,4 @@ class NARM(NextItemNetwork):
         return self.decode(last, (alpha[:, :, None] * h).sum(1))  # (B, D)
 
 
-def build(config: NARMConfig, train: InteractionData, item_vectors: torch.Tensor | None = None) -> NARM:
-    net = NARM(train.n_items, config)
-    net.init_user_sequences(train, config.max_len)
-    if item_vectors is not None:
-        init_embedding_from_vectors(net.item, item_vectors, freeze=config.freeze_item_vectors)
-    return net
-
-
-def batches(network, train, config: NARMConfig, batch_size, generator):
-    return window_batches(
-        train, config.max_len, batch_size, generator, config.by, config.loss == "bce", config.window_stride
-    )
-
-
-def loss(network: NARM, batch: Batch, config: NARMConfig) -> torch.Tensor:
-    return next_item_loss(network, batch, config.loss)
-
-
-FAMILY = Family(
-    name="narm", config=NARMConfig, build=build, batches=batches, loss=loss,
-    paper="Li et al. 2017 (NARM)",
-)
+FAMILY = next_item_family("narm", NARMConfig, NARM, "Li et al. 2017 (NARM)")

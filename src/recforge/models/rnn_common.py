@@ -24,6 +24,7 @@ from recforge.data.interactions import InteractionData
 from recforge.data.schema import EVENTS
 from recforge.data.sequences import PAD, Sequences, build_sequences
 from recforge.models.base import ModelConfig
+from recforge.models.layers import init_embedding_from_vectors
 from recforge.training.losses import bpr, bpr_max, sampled_softmax, softmax_cross_entropy, top1, top1_max
 from recforge.training.samplers import popularity_log_probs
 
@@ -550,3 +551,17 @@ def left_align(items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return items.gather(1, idx), length
 
 
+
+
+def prepare_recurrent(
+    net: nn.Module, train: InteractionData, config: RNNConfig, item_vectors: torch.Tensor | None,
+    table: nn.Embedding | None = None,
+) -> None:
+    """What every recurrent family's `build` does once its network exists: keep the users' last
+    `max_len` items for scoring, the target and negative-sampling distributions, and start the
+    item table (`table`, default `net.item`) from pretrained vectors when given."""
+    net.init_user_sequences(train, config.max_len)
+    net.register_buffer("target_probs", target_distribution(train), persistent=False)
+    net.register_buffer("neg_probs", sampling_probs(train, config.sample_alpha), persistent=False)
+    if item_vectors is not None:
+        init_embedding_from_vectors(net.item if table is None else table, item_vectors, freeze=config.freeze_item_vectors)

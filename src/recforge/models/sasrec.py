@@ -267,25 +267,27 @@ class SASRec(NextItemNetwork):
         return self.ln(x)
 
 
-def build(config: SASRecConfig, train: InteractionData, item_vectors: torch.Tensor | None = None) -> SASRec:
-    net = SASRec(train.n_items, config)
-    net.init_user_sequences(train, config.max_len)
-    if item_vectors is not None:
-        init_embedding_from_vectors(net.item, item_vectors, freeze=config.freeze_item_vectors)
-    return net
+def next_item_family(name: str, config_cls: type[ModelConfig], network_cls: type[NextItemNetwork], paper: str) -> Family:
+    """The registry entry of a window-trained causal next-item network (sasrec, narm, tcn):
+    `network_cls(n_items, config)`, trained on windows of `max_len` items with `next_item_loss`.
+    The config has `max_len`, `by`, `loss`, `window_stride` and `freeze_item_vectors`."""
+
+    def build(config, train: InteractionData, item_vectors: torch.Tensor | None = None) -> NextItemNetwork:
+        net = network_cls(train.n_items, config)
+        net.init_user_sequences(train, config.max_len)
+        if item_vectors is not None:
+            init_embedding_from_vectors(net.item, item_vectors, freeze=config.freeze_item_vectors)
+        return net
+
+    def batches(network, train, config, batch_size, generator) -> Iterator[Batch]:
+        return window_batches(
+            train, config.max_len, batch_size, generator, config.by, config.loss == "bce", config.window_stride
+        )
+
+    def loss(network: NextItemNetwork, batch: Batch, config) -> torch.Tensor:
+        return next_item_loss(network, batch, config.loss)
+
+    return Family(name=name, config=config_cls, build=build, batches=batches, loss=loss, paper=paper)
 
 
-def batches(network, train, config: SASRecConfig, batch_size, generator) -> Iterator[Batch]:
-    return window_batches(
-        train, config.max_len, batch_size, generator, config.by, config.loss == "bce", config.window_stride
-    )
-
-
-def loss(network: SASRec, batch: Batch, config: SASRecConfig) -> torch.Tensor:
-    return next_item_loss(network, batch, config.loss)
-
-
-FAMILY = Family(
-    name="sasrec", config=SASRecConfig, build=build, batches=batches, loss=loss,
-    paper="Kang & McAuley 2018 (SASRec)",
-)
+FAMILY = next_item_family("sasrec", SASRecConfig, SASRec, "Kang & McAuley 2018 (SASRec)")

@@ -19,16 +19,13 @@ from pydantic import Field
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from recforge.data.interactions import InteractionData
-from recforge.models.base import Batch, Family, ModelConfig
-from recforge.models.layers import init_embedding_from_vectors
+from recforge.models.base import ModelConfig
 from recforge.models.sasrec import (
     Grouping,
     NextItemLoss,
     NextItemNetwork,
     masked_items,
-    next_item_loss,
-    window_batches,
+    next_item_family,
 )
 
 
@@ -89,25 +86,4 @@ class TCN(NextItemNetwork):
         return self.blocks(x.transpose(1, 2)).transpose(1, 2)  # (B, w, D)
 
 
-def build(config: TCNConfig, train: InteractionData, item_vectors: torch.Tensor | None = None) -> TCN:
-    net = TCN(train.n_items, config)
-    net.init_user_sequences(train, config.max_len)
-    if item_vectors is not None:
-        init_embedding_from_vectors(net.item, item_vectors, freeze=config.freeze_item_vectors)
-    return net
-
-
-def batches(network, train, config: TCNConfig, batch_size, generator):
-    return window_batches(
-        train, config.max_len, batch_size, generator, config.by, config.loss == "bce", config.window_stride
-    )
-
-
-def loss(network: TCN, batch: Batch, config: TCNConfig) -> torch.Tensor:
-    return next_item_loss(network, batch, config.loss)
-
-
-FAMILY = Family(
-    name="tcn", config=TCNConfig, build=build, batches=batches, loss=loss,
-    paper="Bai, Kolter & Koltun 2018 (TCN)",
-)
+FAMILY = next_item_family("tcn", TCNConfig, TCN, "Bai, Kolter & Koltun 2018 (TCN)")
