@@ -182,3 +182,36 @@ def test_explicit_families_beat_the_global_mean_rmse(family, trained, shop_split
     pred = trained(family).predict(test.user_idx, test.item_idx)
     rmse = float(np.sqrt(np.mean((test.value - pred) ** 2)))
     assert rmse < baseline
+
+
+# Families without an item table of their own (counts, similarities): vectors have nothing to start.
+NO_ITEM_TABLE = {"random", "popularity", "item_knn", "sknn", "cooccurrence"}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_item_vectors_start_the_item_table_and_can_be_frozen(family, shop_splits):
+    rec = make(family, epochs=1)
+    train = train_data(family, rec, shop_splits)
+    vectors = torch.randn(train.n_items, 8, generator=torch.Generator().manual_seed(0))
+    fam = FAMILIES[family]
+
+    def build(config, item_vectors):
+        torch.manual_seed(rec.train_config.seed)  # as `fit` does before `build`
+        return fam.build(config, train, item_vectors).state_dict()
+
+    plain, warm = build(rec.config, None), build(rec.config, vectors)
+    changed = [k for k, v in warm.items() if not torch.equal(v, plain[k])]
+    if family in NO_ITEM_TABLE:
+        assert not changed
+        return
+    assert changed, f"{family} ignored its item_vectors"
+    if "freeze_item_vectors" not in type(rec.config).model_fields:
+        return  # ALS's closed-form steps solve every factor: nothing to freeze
+    config = rec.config.model_copy(update={"freeze_item_vectors": True})
+    start = build(config, vectors)
+    frozen = Recommender(family, config, rec.train_config)
+    frozen.fit(train, item_vectors=vectors)
+    after = frozen.network.state_dict()
+    for key in changed:
+        torch.testing.assert_close(after[key], start[key], rtol=0, atol=0, msg=f"{family}: {key} moved")
+    assert any(not torch.equal(after[k], start[k]) for k in start if k not in changed and start[k].is_floating_point())
