@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from pydantic import ValidationError
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import cross_val_score
 from threadpoolctl import threadpool_limits
 
@@ -355,3 +355,18 @@ def test_a_partial_train_section_keeps_the_proxy_defaults():
     assert config.train.epochs == 3 and config.train.batch_size == 64 and config.train.lr_schedule == "cosine"
     with pytest.raises(ValidationError, match="epoch"):
         TextEncoderConfig.model_validate({"train": {"epoch": 3}})
+
+
+@pytest.mark.parametrize("modality", ["image", "text", "audio"])
+def test_linear_probe_recovers_hidden_item_factors(fitted, shop, modality):
+    vectors = fitted[modality].vectors
+    truth = shop.ground_truth_items.set_index(shop.ground_truth_items["item_id"].astype(str))
+    factors = truth.loc[vectors["item_id"].astype(str), [f"f{k}" for k in range(8)]].to_numpy()
+    x = _matrix(vectors)
+    noise = np.random.default_rng(0).standard_normal(x.shape)
+
+    def r2(z: np.ndarray) -> float:
+        z = (z - z.mean(0)) / (z.std(0) + 1e-9)
+        return float(np.mean([cross_val_score(Ridge(alpha=10.0), z, factors[:, k], cv=4).mean() for k in range(8)]))
+
+    assert r2(x) > 0.3 > r2(noise) + 0.3
