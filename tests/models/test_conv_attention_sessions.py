@@ -301,3 +301,21 @@ def test_cnn3d_float_item_vectors_initialise_the_output_table(shop_sessions):
     net = FAMILIES["cnn3d"].build(cnn3d.CNN3DConfig(dim=8), train, vectors)
     corr = torch.corrcoef(torch.stack([net.item.weight.detach().flatten(), (vectors - vectors.mean(0)).flatten()]))
     assert corr[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("neighbourhood", ["sknn", "item_knn"])
+def test_sasrec_beats_the_item_knn_baselines_on_next_item_mrr(neighbourhood, trained, shop_sessions):
+    """Issue #5's floor: the self-attentive model beats session item-kNN (Jannach & Ludewig 2017)
+    and item-kNN on the interaction matrix, scored from the same session prefixes."""
+    _, _, train, test, _ = shop_sessions
+    knn = Recommender(neighbourhood, {}, {"epochs": 0, "device": "cpu"})
+    knn.fit(train)
+    if neighbourhood == "item_knn":
+        def score(prefixes: torch.Tensor) -> torch.Tensor:  # the prefix as the history row
+            rows = torch.zeros(len(prefixes), train.n_items)
+            rows.scatter_(1, prefixes.clamp_min(0), (prefixes >= 0).float())
+            return knn.network.score_all(torch.zeros(len(prefixes), dtype=torch.long), rows)
+    else:
+        score = knn.network.score_sequence
+    baseline = session_mrr20(score, train, test)
+    assert session_mrr20(trained("sasrec").network.score_sequence, train, test) > baseline, baseline

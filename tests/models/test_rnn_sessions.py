@@ -188,6 +188,26 @@ def test_loss_falls_and_next_item_mrr_beats_popularity(family, trained, sessions
     assert model > 1.5 * mrr20(popularity, ex["target"])
 
 
+@pytest.mark.parametrize("neighbourhood", ["sknn", "item_knn"])
+def test_gru4rec_beats_the_item_knn_baselines_on_next_item_mrr(neighbourhood, trained, sessions):
+    """Issue #5's floor: GRU4Rec beats session item-kNN (Jannach & Ludewig 2017) and item-kNN on
+    the interaction matrix, scored from the same session prefixes."""
+    train, test = sessions
+    ex = session_examples(test)
+    knn = Recommender(neighbourhood, {}, {"epochs": 0, "device": "cpu"})
+    knn.fit(train)
+    gru4rec = trained("gru4rec")  # fitted outside no_grad
+    with torch.no_grad():
+        if neighbourhood == "item_knn":  # the prefix as the history row
+            prefixes = ex["items"]
+            rows = torch.zeros(len(prefixes), train.n_items).scatter_(1, prefixes.clamp_min(0), (prefixes >= 0).float())
+            scores = knn.network.score_all(torch.zeros(len(prefixes), dtype=torch.long), rows)
+        else:
+            scores = knn.network.score_sequence(ex["items"])
+        model = mrr20(gru4rec.network.score_sequence(ex["items"]), ex["target"])
+    assert model > mrr20(scores, ex["target"])
+
+
 def test_gru4rec_learns_from_the_order_of_events(trained, sessions):
     train, test = sessions
     rng = np.random.default_rng(0)
