@@ -35,6 +35,7 @@ def test_defaults_are_valid_and_frozen():
         {"early_stopping_mode": "up"},
         {"patience": 0},
         {"seed": -1},
+        {"num_threads": 0},
         {"learning_rate": 0.1},  # unknown key
     ],
 )

@@ -329,3 +329,45 @@ def test_cuda_mixed_precision_trains_and_resumes(csr, tmp_path):
     # GPU embedding backward uses atomics, so equality is up to float rounding here
     for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_dense_parameters_take_fused_kernels_unless_turned_off():
+    (adam,) = build_optimizers(make_network(), cfg(optimizer="adam"))
+    assert adam.param_groups[0]["fused"] is True
+    (plain,) = build_optimizers(make_network(), cfg(optimizer="adam", fused=False))
+    assert not plain.param_groups[0]["fused"]
+    for name in ("adamw", "sgd", "adagrad"):
+        (opt,) = build_optimizers(make_network(), cfg(optimizer=name))
+        assert opt.param_groups[0]["fused"] is True, name
+    # fused kernels take dense gradients only: sparse tables keep the per-tensor path
+    sparse_adam, dense_adam = build_optimizers(make_network(sparse=True), cfg(optimizer="sparse_adam"))
+    assert dense_adam.param_groups[0]["fused"] is True
+    (sgd,) = build_optimizers(make_network(sparse=True), cfg(optimizer="sgd"))
+    assert not any(g.get("fused") for g in sgd.param_groups)
+
+
+def test_fused_and_per_tensor_steps_agree(csr):
+    batches, loss_fn = bpr_task(csr)
+    fused, plain = make_network(), make_network()
+    h_fused = fit(fused, batches, loss_fn, cfg(weight_decay=1e-3))
+    h_plain = fit(plain, batches, loss_fn, cfg(weight_decay=1e-3, fused=False))
+    for a, b in zip(fused.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert h_fused.loss == pytest.approx(h_plain.loss, rel=1e-4)
+
+
+def test_num_threads_hold_for_the_fit_and_are_restored(csr):
+    seen = []
+
+    class Threads:
+        def on_epoch_end(self, epoch, logs):
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()  # 1, from the autouse fixture
+    fit(make_network(), *bpr_task(csr), cfg(epochs=2, num_threads=2), callbacks=[Threads()])
+    assert seen == [2, 2] and torch.get_num_threads() == before
+    with pytest.raises(KeyboardInterrupt):
+        fit(make_network(), *bpr_task(csr), cfg(num_threads=2), callbacks=[StopAt(0, KeyboardInterrupt)])
+    assert torch.get_num_threads() == before
+    fit(make_network(), *bpr_task(csr), cfg(epochs=1), callbacks=[Threads()])
+    assert seen[-1] == before

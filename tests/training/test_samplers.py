@@ -8,11 +8,13 @@ import scipy.sparse as sp
 import torch
 
 from recforge.training.samplers import (
+    Positives,
     _contains,
     candidate_sets,
     popularity_log_probs,
     popularity_negatives,
     shuffled_batches,
+    shuffled_chunks,
     uniform_negatives,
 )
 
@@ -34,6 +36,40 @@ def test_contains_matches_dense_lookup():
     rows, cols = rng.integers(0, 30, 5000), rng.integers(0, 50, 5000)
     assert np.array_equal(_contains(m, rows, cols), m.toarray()[rows, cols] > 0)
     assert not _contains(sp.csr_matrix((3, 4)), np.array([0, 2]), np.array([1, 3])).any()
+
+
+@pytest.mark.parametrize("dense_cells", [1 << 24, 0], ids=["bitmap", "sorted-keys"])
+def test_positives_match_dense_lookup(dense_cells):
+    m = random_csr(30, 50, 0.3)
+    rng = np.random.default_rng(1)
+    rows, cols = rng.integers(0, 30, 5000), rng.integers(0, 50, 5000)
+    index = Positives(m, dense_cells=dense_cells)
+    assert index.shape == (30, 50)
+    assert np.array_equal(index.contains(rows, cols), m.toarray()[rows, cols] > 0)
+    # broadcast queries, as the samplers make them: (B, 1) users against (B, N) items
+    grid = index.contains(np.arange(30)[:, None], np.broadcast_to(np.arange(50), (30, 50)))
+    assert np.array_equal(grid, m.toarray() > 0)
+    empty = Positives(sp.csr_matrix((3, 4)), dense_cells=dense_cells)
+    assert not empty.contains(np.array([0, 2]), np.array([1, 3])).any()
+    # a CSR with unsorted column indices is sorted first
+    shuffled = sp.csr_matrix((m.data[::-1].copy(), m.indices.copy(), m.indptr.copy()), shape=m.shape)
+    for r in range(30):
+        lo, hi = m.indptr[r], m.indptr[r + 1]
+        shuffled.indices[lo:hi] = m.indices[lo:hi][::-1]
+    shuffled.has_sorted_indices = False
+    assert np.array_equal(Positives(shuffled).contains(rows, cols), m.toarray()[rows, cols] > 0)
+
+
+@pytest.mark.parametrize("dense_cells", [1 << 24, 0], ids=["bitmap", "sorted-keys"])
+def test_prebuilt_positives_draw_the_same_negatives_as_the_csr(dense_cells):
+    m = random_csr(density=0.4)
+    users = np.repeat(np.arange(60), 5)
+    index = Positives(m, dense_cells=dense_cells)
+    assert torch.equal(uniform_negatives(users, index, 7, gen(3)), uniform_negatives(users, m, 7, gen(3)))
+    pop = np.arange(1, 41, dtype=np.float64)
+    assert torch.equal(
+        popularity_negatives(users, index, 3, gen(4), pop), popularity_negatives(users, m, 3, gen(4), pop)
+    )
 
 
 def test_uniform_negatives_exclude_positives_and_are_seeded():
@@ -108,3 +144,12 @@ def test_shuffled_batches_cover_every_index_once():
     again = list(shuffled_batches(10, 4, gen(0)))
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
     assert [len(b) for b in shuffled_batches(10, 4, gen(0), drop_last=True)] == [4, 4]
+
+
+def test_shuffled_chunks_are_whole_batches_of_one_permutation():
+    chunks = list(shuffled_chunks(23, 4, gen(0), rows=9))
+    assert [len(c) for c in chunks] == [8, 8, 7]  # 9 rows round down to two batches of 4
+    assert torch.equal(torch.cat(chunks), torch.randperm(23, generator=gen(0)))
+    assert [len(c) for c in shuffled_chunks(5, 4, gen(0), rows=1)] == [4, 1]  # at least one batch
+    with pytest.raises(ValueError, match="batch_size"):
+        next(shuffled_chunks(5, 0, gen(0)))

@@ -12,9 +12,12 @@ from pydantic import Field
 from torch import nn
 
 from recforge.models.base import Family, ModelConfig, RecommenderNetwork
-from recforge.models.layers import init_embedding_from_vectors, pairs_in_batches
+from recforge.models.layers import init_embedding_from_vectors, lookup
 from recforge.training.losses import bpr as bpr_loss
-from recforge.training.samplers import uniform_negatives
+from recforge.training.samplers import Positives, shuffled_chunks, uniform_negatives
+
+# Negatives are drawn for this many rows at once (one sampler call per ~32 batches of 2048).
+_DRAW_ROWS = 1 << 16
 
 
 class BPRConfig(ModelConfig):
@@ -53,21 +56,38 @@ def build(config: BPRConfig, train, item_vectors=None) -> BPRMF:
 
 
 def batches(network, train, config, batch_size, generator):
-    csr = train.csr
-    for batch in pairs_in_batches(
-        torch.as_tensor(train.user_idx), torch.as_tensor(train.item_idx), batch_size, generator
-    ):
-        batch["negative"] = uniform_negatives(batch["user"], csr, 1, generator)[:, 0]  # (B,)
-        yield batch
+    """Shuffled (user, item, negative) triples; one uniform negative per observed pair, drawn for
+    a whole chunk of batches at a time against the epoch's indexed positives."""
+    user = torch.as_tensor(train.user_idx, dtype=torch.int64)  # (N,)
+    item = torch.as_tensor(train.item_idx, dtype=torch.int64)  # (N,)
+    positives = Positives(train.csr)
+    for idx in shuffled_chunks(len(user), batch_size, generator, _DRAW_ROWS):  # (R,)
+        u, i = user.index_select(0, idx), item.index_select(0, idx)  # (R,) each
+        j = uniform_negatives(u, positives, 1, generator)[:, 0]  # (R,)
+        for b in range(0, len(idx), batch_size):
+            yield {"user": u[b : b + batch_size], "item": i[b : b + batch_size],
+                   "negative": j[b : b + batch_size]}
 
 
 def loss(network: BPRMF, batch, config: BPRConfig) -> torch.Tensor:
     u, i, j = batch["user"], batch["item"], batch["negative"]
-    pu, qi, qj = network.user(u), network.item(i), network.item(j)  # (B, D) each
-    pos = (pu * qi).sum(-1) + network.item_bias(i).squeeze(-1)
-    neg = (pu * qj).sum(-1) + network.item_bias(j).squeeze(-1)
-    reg = pu.pow(2).sum(-1) + qi.pow(2).sum(-1) + qj.pow(2).sum(-1)
-    return bpr_loss(pos, neg) + config.l2 * reg.mean()
+    b = len(u)
+    # the positive and the negative item go through one lookup per table, which halves the
+    # gathers and backward scatters of looking them up apart
+    items = torch.cat([i, j])  # (2B,)
+    pu = lookup(network.user, u)  # (B, D)
+    q = lookup(network.item, items).view(2, b, -1)  # (2, B, D)
+    bias = lookup(network.item_bias, items).view(2, b)  # (2, B)
+    # unbind, not q[0] and q[1]: its backward is one stack, where each select's would fill a
+    # zero (2, B, D) tensor
+    (qi, qj), (bi, bj) = q.unbind(0), bias.unbind(0)  # (B, D) each, (B,) each
+    # BPR sees only x̂_ui - x̂_uj = p_u · (q_i - q_j) + b_i - b_j: one (B, D) product, not two
+    x_uij = (pu * (qi - qj)).sum(-1) + (bi - bj)  # (B,)
+    loss = bpr_loss(x_uij, torch.zeros_like(x_uij))
+    if config.l2:
+        # the mean over the batch of ‖p_u‖² + ‖q_i‖² + ‖q_j‖²
+        loss = loss + config.l2 * (pu.square().sum() + q.square().sum()) / b
+    return loss
 
 
 FAMILY = Family(

@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from recforge.models.base import Family, ModelConfig, RecommenderNetwork
-from recforge.models.layers import init_embedding_from_vectors, pairs_in_batches
+from recforge.models.layers import init_embedding_from_vectors, lookup, pairs_in_batches
 from recforge.training.losses import mse
 
 
@@ -38,8 +38,16 @@ class BiasedMF(RecommenderNetwork):
         self.register_buffer("global_mean", torch.tensor(float(global_mean)))
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        dot = (self.user(user) * self.item(item)).sum(-1)  # (B,)
-        return self.global_mean + self.user_bias(user).squeeze(-1) + self.item_bias(item).squeeze(-1) + dot
+        return self.pairs(user, item)[0]
+
+    def pairs(
+        self, user: torch.Tensor, item: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predicted ratings (B,) with the factors they used, p_u and q_i (B, D) each, for the
+        loss's L2 term without a second lookup."""
+        p, q = lookup(self.user, user), lookup(self.item, item)  # (B, D) each
+        bias = lookup(self.user_bias, user) + lookup(self.item_bias, item)  # (B, 1)
+        return self.global_mean + bias.squeeze(-1) + (p * q).sum(-1), p, q
 
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         dot = self.user(user) @ self.item.weight.T  # (B, I)
@@ -65,9 +73,9 @@ def batches(network, train, config, batch_size, generator):
 
 
 def loss(network: BiasedMF, batch, config: MFConfig) -> torch.Tensor:
-    pred = network(batch["user"], batch["item"])
-    reg = network.user(batch["user"]).pow(2).sum(-1) + network.item(batch["item"]).pow(2).sum(-1)
-    return mse(pred, batch["target"]) + config.l2 * reg.mean()
+    pred, p, q = network.pairs(batch["user"], batch["item"])
+    # the mean over the batch of ‖p_u‖² + ‖q_i‖²
+    return mse(pred, batch["target"]) + config.l2 * (p.square().sum() + q.square().sum()) / len(pred)
 
 
 FAMILY = Family(

@@ -24,8 +24,9 @@ from torch import nn
 
 from recforge.data.interactions import InteractionData
 from recforge.models.base import Batch, ModelConfig
+from recforge.models.layers import Dropout, lookup
 from recforge.training.losses import bce, mse
-from recforge.training.samplers import popularity_negatives, uniform_negatives
+from recforge.training.samplers import Positives, popularity_negatives, shuffled_chunks, uniform_negatives
 
 # Negatives are drawn for this many positives at once: one sampler call per ~32 batches keeps the
 # per-batch Python cost low while memory stays bounded on large datasets.
@@ -65,7 +66,7 @@ class Tower(nn.Module):
             # so a negative random bias would start a unit dead — often the whole narrow top layer
             nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
             nn.init.zeros_(layer.bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out_dim = sizes[-1]
 
     def user_half(self, p: torch.Tensor) -> torch.Tensor:
@@ -113,14 +114,6 @@ class Tower(nn.Module):
         return torch.cat(out, dim=1) if out else p.new_zeros(b, 0)
 
 
-def lookup(emb: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
-    """emb(idx): (B,) -> (B, D). On CPU through `index_select`, whose backward (a plain
-    index_add) is about twice as fast as nn.Embedding's, which sorts the indices first."""
-    if idx.device.type != "cpu":
-        return emb(idx)
-    return emb.weight.index_select(0, idx)
-
-
 def _per_distinct(half, emb: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
     """half(emb(idx)) evaluated once per distinct index: (B,) -> (B, L0)."""
     if idx.device.type != "cpu":
@@ -158,19 +151,19 @@ def pointwise_batches(
     else:
         target = torch.ones(len(train))  # (N,) labels
         n_neg, neg_weight = config.n_negatives, 1.0
-    csr = train.csr
+    # indexed once per epoch, so each chunk's exclusion test is one lookup per draw
+    positives = Positives(train.csr) if n_neg else None
     popularity = train.item_popularity if config.negative_sampler == "popularity" else None
-    perm = torch.randperm(len(train), generator=generator)  # (N,)
-    per_draw = max(1, _DRAW_ROWS // batch_size) * batch_size
-    for start in range(0, len(perm), per_draw):
-        idx = perm[start : start + per_draw]  # (R,)
+    for idx in shuffled_chunks(len(train), batch_size, generator, _DRAW_ROWS):  # (R,)
         u, i, t = user[idx], item[idx], target[idx]  # (R,) each
         w = None
         if n_neg:
             if popularity is None:
-                neg = uniform_negatives(u, csr, n_neg, generator)  # (R, n)
+                neg = uniform_negatives(u, positives, n_neg, generator)  # (R, n)
             else:
-                neg = popularity_negatives(u, csr, n_neg, generator, popularity, config.popularity_alpha)
+                neg = popularity_negatives(
+                    u, positives, n_neg, generator, popularity, config.popularity_alpha
+                )
             u = u[:, None].expand(-1, 1 + n_neg)  # (R, 1 + n)
             i = torch.cat([i[:, None], neg], dim=1)  # (R, 1 + n)
             t = torch.cat([t[:, None], t.new_zeros(len(idx), n_neg)], dim=1)  # (R, 1 + n)

@@ -14,7 +14,12 @@ class TrainConfig(BaseModel):
     node runs. Sparse embeddings (`nn.Embedding(sparse=True)`) need `sparse_adam`, `sgd` or
     `adagrad`; they never receive `weight_decay` (it would densify their gradient), so regularise
     them in the family's loss instead. The learning rate is set per epoch by `lr_schedule`;
-    `step` multiplies it by `gamma` every `step_size` epochs.
+    `step` multiplies it by `gamma` every `step_size` epochs. `fused` steps the dense parameters
+    with torch's fused optimiser kernels where the device has them (CPU and CUDA): the same
+    update up to float rounding, several times faster on CPU. `num_threads` sets torch's CPU
+    threads for the fit (restored after it; None keeps the process's setting): the small
+    per-batch ops of embedding models can run faster on one thread than on two when the cores
+    are shared, since every op then waits for a sleeping OpenMP worker to wake.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -30,6 +35,8 @@ class TrainConfig(BaseModel):
     step_size: int = Field(10, gt=0)
     gamma: float = Field(0.1, gt=0, le=1)
     grad_clip: float | None = Field(None, gt=0)
+    fused: bool = True
+    num_threads: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     early_stopping_metric: str | None = None

@@ -1,9 +1,12 @@
 """Vectorised negative sampling, shuffled batching and seeded candidate sets.
 
-Negatives are drawn for a whole batch at once; the draws that hit one of the user's positives are
-found by a vectorised binary search in the user's (sorted) CSR row and only those are redrawn, for
-a bounded number of rounds. All randomness comes from the `torch.Generator` the fit loop hands to
-a family's `batches`, so a checkpointed generator state replays the same negatives.
+Negatives are drawn for a whole batch (or many batches) at once; the draws that hit one of the
+user's positives are found by a vectorised membership test and only those are redrawn, for a
+bounded number of rounds. The test is a lock-step binary search in the users' (sorted) CSR rows
+when a CSR is passed, or one lookup in a prebuilt `Positives` index — worth building once per
+epoch when the whole epoch's negatives share it. All randomness comes from the `torch.Generator`
+the fit loop hands to a family's `batches`, so a checkpointed generator state replays the same
+negatives.
 """
 
 from __future__ import annotations
@@ -15,6 +18,45 @@ import scipy.sparse as sp
 import torch
 
 IndexLike = np.ndarray | torch.Tensor
+
+
+class Positives:
+    """The stored (row, col) pairs of a user × item matrix, indexed for vectorised membership.
+
+    A dense bitmap of the matrix when it has at most `dense_cells` cells (16 MiB of bools by
+    default), else the sorted flat keys row · n_cols + col searched with `np.searchsorted`.
+    Building costs O(nnz) once; every query after that is a single gather (bitmap) or binary
+    search (keys), several times faster than searching CSR rows in lock-step. Pass it instead of
+    the CSR to `uniform_negatives` / `popularity_negatives` when many draws share one matrix.
+    """
+
+    def __init__(self, csr: sp.csr_matrix, *, dense_cells: int = 1 << 24) -> None:
+        csr = _sorted(csr)
+        self.shape: tuple[int, int] = csr.shape
+        n_rows, n_cols = csr.shape
+        rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(csr.indptr))  # (nnz,)
+        keys = rows * n_cols + csr.indices  # (nnz,) sorted: rows ascend, and columns within a row
+        self._dense: np.ndarray | None = None
+        self._keys: np.ndarray | None = None
+        if n_rows * n_cols <= dense_cells:
+            self._dense = np.zeros(n_rows * n_cols, dtype=bool)  # (R·C,)
+            self._dense[keys] = True
+        else:
+            self._keys = keys
+
+    def contains(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Whether each (rows[k], cols[k]) is stored; any broadcastable shapes."""
+        q = rows * np.int64(self.shape[1]) + cols
+        if self._dense is not None:
+            return self._dense[q]
+        keys = self._keys
+        if len(keys) == 0:
+            return np.zeros(q.shape, dtype=bool)
+        at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+        return keys[at] == q
+
+
+Interactions = sp.csr_matrix | Positives
 
 
 def shuffled_batches(
@@ -30,15 +72,29 @@ def shuffled_batches(
         yield idx
 
 
+def shuffled_chunks(
+    n: int, batch_size: int, generator: torch.Generator, rows: int = 1 << 16
+) -> Iterator[torch.Tensor]:
+    """Yield the indices 0..n-1 in a seeded random order, in chunks of about `rows` that are whole
+    multiples of `batch_size` (the last may be short): a family draws one chunk's negatives with
+    one sampler call and then slices the chunk into batches, so the sampler's fixed cost is paid
+    once per many batches while memory stays bounded."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    perm = torch.randperm(n, generator=generator)  # (n,)
+    yield from perm.split(max(1, rows // batch_size) * batch_size)
+
+
 def uniform_negatives(
     user_idx: IndexLike,
-    csr: sp.csr_matrix,
+    csr: Interactions,
     n_neg: int,
     generator: torch.Generator,
     *,
     max_rounds: int = 20,
 ) -> torch.Tensor:
-    """(B, n_neg) items drawn uniformly, excluding each user's positives (rows of `csr`).
+    """(B, n_neg) items drawn uniformly, excluding each user's positives (rows of `csr`, a CSR
+    matrix or its prebuilt `Positives`).
 
     After `max_rounds` redraws a collision can remain only for users who have seen most of the
     catalogue; they keep it rather than stall the batch.
@@ -49,13 +105,13 @@ def uniform_negatives(
         return torch.randint(n_items, (k,), generator=generator).numpy()
 
     users = _as_index(user_idx)
-    items, _ = _sample_excluding(users, n_neg, draw, _sorted(csr), max_rounds=max_rounds)
+    items, _ = _sample_excluding(users, n_neg, draw, _index(csr), max_rounds=max_rounds)
     return torch.from_numpy(items)
 
 
 def popularity_negatives(
     user_idx: IndexLike,
-    csr: sp.csr_matrix,
+    csr: Interactions,
     n_neg: int,
     generator: torch.Generator,
     popularity: np.ndarray,
@@ -73,7 +129,7 @@ def popularity_negatives(
         return np.minimum(np.searchsorted(cdf, u * cdf[-1], side="right"), len(cdf) - 1)
 
     users = _as_index(user_idx)
-    items, _ = _sample_excluding(users, n_neg, draw, _sorted(csr), max_rounds=max_rounds)
+    items, _ = _sample_excluding(users, n_neg, draw, _index(csr), max_rounds=max_rounds)
     return torch.from_numpy(items)
 
 
@@ -132,6 +188,10 @@ def _as_index(x: IndexLike) -> np.ndarray:
     return np.asarray(x, dtype=np.int64).reshape(-1)
 
 
+def _index(csr: Interactions) -> Interactions:
+    return csr if isinstance(csr, Positives) else _sorted(csr)
+
+
 def _sorted(csr: sp.csr_matrix) -> sp.csr_matrix:
     if not (sp.issparse(csr) and csr.format == "csr"):
         csr = sp.csr_matrix(csr)
@@ -184,10 +244,13 @@ def _duplicates(items: np.ndarray) -> np.ndarray:
 
 
 def _collisions(
-    items: np.ndarray, users: np.ndarray, csr: sp.csr_matrix, also: np.ndarray | None, distinct: bool
+    items: np.ndarray, users: np.ndarray, csr: Interactions, also: np.ndarray | None, distinct: bool
 ) -> np.ndarray:
     rows = np.broadcast_to(users[:, None], items.shape)
-    bad = _contains(csr, rows, items)  # (B, N)
+    if isinstance(csr, Positives):
+        bad = csr.contains(rows, items)  # (B, N)
+    else:
+        bad = _contains(csr, rows, items)
     if also is not None:
         bad |= items == also[:, None]
     if distinct:
@@ -199,7 +262,7 @@ def _sample_excluding(
     users: np.ndarray,
     n: int,
     draw: Callable[[int], np.ndarray],
-    csr: sp.csr_matrix,
+    csr: Interactions,
     *,
     also_excluded: np.ndarray | None = None,
     distinct: bool = False,
