@@ -59,6 +59,10 @@ SETTINGS: dict[str, tuple[dict, dict]] = {
                  "by": "user"}, {"lr": 0.005}),
     "lstm": ({"dim": 64, "hidden": 128, "dropout": 0.3, "max_len": MAX_LEN, "tie_embeddings": True, "by": "user"},
              {"lr": 0.005}),
+    "contextual_rnn": ({"dim": 64, "hidden": 128, "dropout": 0.3, "max_len": MAX_LEN, "bptt": 32, "tie_embeddings": True},
+                       {"lr": 0.005}),
+    "hrnn": ({"dim": 64, "hidden": 128, "dropout": 0.3, "max_len": MAX_LEN, "bptt": 32, "tie_embeddings": True},
+             {"lr": 0.005}),
     "sasrec": ({"dim": 64, "heads": 2, "blocks": 2, "ffn_dim": 256, "dropout": 0.5, "max_len": MAX_LEN, "loss": "ce",
                 "by": "user"}, {"lr": 0.002}),
     "narm": ({"dim": 64, "hidden": 100, "max_len": MAX_LEN, "loss": "ce", "by": "user"}, {"lr": 0.002}),
@@ -183,6 +187,7 @@ def measure(job: dict) -> dict:
     train, valid, rows = leave_last_out(*load_rows(job["data"], job["path"]))
     family = job["family"]
     model, training = SETTINGS[family]
+    training = {**training, **job.get("training", {})}
     rec = Recommender(
         family, model, {"epochs": job["epochs"], "batch_size": BATCH, "device": "cpu", "seed": 0, **training},
     )
@@ -313,7 +318,8 @@ def report(rows: list[dict], command: str) -> str:
             f"{r['ndcg@10_seen_removed']:.4f} | {valid} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |"
         )
     lines += ["", "Settings (model; training overrides):", ""]
-    lines += [f"- `{r['family']}`: {json.dumps(SETTINGS[r['family']][0])}; {json.dumps(SETTINGS[r['family']][1])}"
+    lines += [f"- `{r['family']}`: {json.dumps(SETTINGS[r['family']][0])}; "
+              f"{json.dumps({**SETTINGS[r['family']][1], **r.get('training', {})})}"
               for r in rows]
     return "\n".join(lines + [""])
 
@@ -350,6 +356,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench/results/sessions.md")
     parser.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
+    parser.add_argument("--training", type=json.loads, default={}, help="JSON overrides of every family's training config")
     parser.add_argument("--synthetic", nargs="*", default=[], choices=list(PROPOSALS),
                         help="also fit these proposed defaults on the synthetic shop")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # JSON job: run one family, print JSON
@@ -370,10 +377,12 @@ def main() -> None:
         logger.info("%s", {k: row.get(k) for k in ("family", "epochs_run", "epoch_s", "fit_cpu_s", "ndcg@10", "load")})
         return row
 
-    rows = [run({"family": f, "epochs": args.epochs, "threads": args.threads, "data": args.data, "path": args.path})
+    rows = [run({"family": f, "epochs": args.epochs, "threads": args.threads, "data": args.data, "path": args.path,
+                 "training": args.training})
             for f in args.families]
     command = (f"OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_sessions.py --data {args.data} "
                f"--families {' '.join(args.families)} --epochs {args.epochs} --threads {args.threads}"
+               + (f" --training '{json.dumps(args.training)}'" if args.training else "")
                + (f" --synthetic {' '.join(args.synthetic)}" if args.synthetic else ""))
     text = report(rows, command) if rows else f"Command: `{command}`\n"
     for proposal in args.synthetic:
