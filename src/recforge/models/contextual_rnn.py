@@ -132,9 +132,6 @@ class ContextualRNN(SequenceNetwork):
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         return self.score_sequence(self.user_sequence[user], self.user_events[user], self.user_gaps[user])
 
-    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        return self.score_all(user, None).gather(1, item[:, None]).squeeze(1)
-
     def item_embeddings(self) -> torch.Tensor:
         return self.head.item.weight
 

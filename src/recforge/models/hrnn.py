@@ -155,9 +155,6 @@ class HRNN(SequenceNetwork):
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         return self.head(self.session_state[user])  # (B, I): continue the last session
 
-    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        return self.score_all(user, None).gather(1, item[:, None]).squeeze(1)
-
     def item_embeddings(self) -> torch.Tensor:
         return self.head.item.weight
 

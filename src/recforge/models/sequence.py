@@ -44,7 +44,7 @@ class SequenceNetwork(RecommenderNetwork):
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:  # (B,), (B,) -> (B,)
         # Pairs repeat users (sampled ranking): score each distinct user's prefix once.
         uniq, inverse = torch.unique(user, return_inverse=True)
-        return self.score_sequence(self.user_sequence[uniq])[inverse, item]
+        return self.score_all(uniq, None)[inverse, item]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         adopt_buffer_shapes(self, state_dict, prefix)
