@@ -52,14 +52,6 @@ TRAIN = TrainConfig(epochs=8, batch_size=2048, lr=0.025, lr_schedule="cosine", d
 SMALL = {"dim": DIM, "negative_group": 256, "workers": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the machine's cores are shared; the fused step runs its own two workers anyway
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def shop():

@@ -50,13 +50,10 @@ TEXT = {"embedding_dim": 32, "n_filters": 16, "word2vec_epochs": 5}
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine's cores are shared: oversubscribed BLAS/OpenMP threads spin and slow all down
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_blas_thread():
+    # numpy's BLAS too (torch's threads: tests/conftest.py): oversubscribed threads spin on shared cores
     with threadpool_limits(1):
         yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,6 @@ from recforge.training.recommender import Recommender
 D = 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine's cores are shared
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _data(user, item, value, n_users: int, n_items: int) -> InteractionData:
     n = len(user)

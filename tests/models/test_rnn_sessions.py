@@ -34,14 +34,6 @@ MODULES = {"gru4rec": gru4rec, "contextual_rnn": contextual_rnn, "hrnn": hrnn, "
 TRAIN = {"device": "cpu", "seed": 0, "epochs": 4, "batch_size": 512, "lr": 0.01}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # the machine's cores are shared; two threads fighting over tiny recurrent steps crawl
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def sessions() -> tuple[InteractionData, InteractionData]:

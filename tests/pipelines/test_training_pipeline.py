@@ -22,13 +22,6 @@ from recforge.training.recommender import Recommender
 CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def split() -> dict[str, pd.DataFrame]:
