@@ -16,14 +16,14 @@ from recforge.data.sequences import PAD, build_sequences, next_item_examples
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.evaluation.metrics import single_target_metrics
 from recforge.models import contextual_rnn, gru4rec, hrnn, lstm
-from recforge.models.rnn_common import (
+from recforge.models.rnn_common import run_prefix
+from recforge.models.session_steps import (
     UNKNOWN_EVENT,
     cut_units,
     event_codes,
     gap_buckets,
     parallel_batches,
     parallel_layout,
-    run_prefix,
     sequence_steps,
     training_sequences,
 )

@@ -31,13 +31,11 @@ from recforge.models.rnn_common import (
     RNNConfig,
     embedding,
     next_item_loss,
-    parallel_batches,
     prepare_recurrent,
     run_parallel,
     run_prefix,
-    sequence_steps,
-    training_sequences,
 )
+from recforge.models.session_steps import parallel_batches, sequence_steps, training_sequences
 from recforge.models.sequence import SequenceNetwork
 
 

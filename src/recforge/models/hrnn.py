@@ -32,13 +32,15 @@ from recforge.models.rnn_common import (
     GRUCell,
     ItemHead,
     RNNConfig,
-    Steps,
     embedding,
     next_item_loss,
-    parallel_batches,
     prepare_recurrent,
-    row_layout,
     run_prefix,
+)
+from recforge.models.session_steps import (
+    Steps,
+    parallel_batches,
+    row_layout,
     sequence_steps,
     training_sequences,
 )

@@ -28,10 +28,8 @@ from recforge.models.rnn_common import (
     left_align,
     next_item_loss,
     prepare_recurrent,
-    sequence_steps,
-    training_sequences,
-    window_batches,
 )
+from recforge.models.session_steps import sequence_steps, training_sequences, window_batches
 from recforge.models.sequence import SequenceNetwork
 
 
