@@ -15,7 +15,7 @@ listed under `report.skipped`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -155,37 +155,36 @@ def _content_result(name: str, result: EncoderResult, encoder: ContentEncoderCon
     return result.vectors, _content_record(name, encoder, training, report)
 
 
+def _encode(name: str, fit: Callable[..., EncoderResult], columns: Sequence[str], items: pd.DataFrame,
+            encoder: ContentEncoderConfig, training: TrainConfig, *media: Mapping[str, MediaSource],
+            ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One content encoder's node body: skip with a report when no item has the content, else fit."""
+    config = _content_config(name, encoder, training)
+    if reason := _missing_content(items, columns, config):
+        return _skipped(name, reason, encoder, training)
+    result = fit(items, *media, config, callbacks=[LoggingCallback()])
+    return _content_result(name, result, encoder, training)
+
+
 def encode_images(
     items: pd.DataFrame, media: Mapping[str, MediaSource], encoder: ImageEncoderConfig, training: TrainConfig,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Image vectors of every item with a readable photo (`items.image_path` in the media root)."""
-    config = _content_config("image", encoder, training)
-    if reason := _missing_content(items, ("image_path",), config):
-        return _skipped("image", reason, encoder, training)
-    result = image.fit_image_encoder(items, media, config, callbacks=[LoggingCallback()])
-    return _content_result("image", result, encoder, training)
+    return _encode("image", image.fit_image_encoder, ("image_path",), items, encoder, training, media)
 
 
 def encode_texts(
     items: pd.DataFrame, encoder: TextEncoderConfig, training: TrainConfig,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Text vectors of every item with text in `encoder.fields` (title, description)."""
-    config = _content_config("text", encoder, training)
-    if reason := _missing_content(items, encoder.fields, config):
-        return _skipped("text", reason, encoder, training)
-    result = text.fit_text_encoder(items, config, callbacks=[LoggingCallback()])
-    return _content_result("text", result, encoder, training)
+    return _encode("text", text.fit_text_encoder, encoder.fields, items, encoder, training)
 
 
 def encode_audio(
     items: pd.DataFrame, media: Mapping[str, MediaSource], encoder: AudioEncoderConfig, training: TrainConfig,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Audio vectors of every item with a readable sound (`items.audio_path` in the media root)."""
-    config = _content_config("audio", encoder, training)
-    if reason := _missing_content(items, ("audio_path",), config):
-        return _skipped("audio", reason, encoder, training)
-    result = audio.fit_audio_encoder(items, media, config, callbacks=[LoggingCallback()])
-    return _content_result("audio", result, encoder, training)
+    return _encode("audio", audio.fit_audio_encoder, ("audio_path",), items, encoder, training, media)
 
 
 # ----------------------------------------------------------------------------- diagnostics
