@@ -66,6 +66,8 @@ SETTINGS: dict[str, tuple[dict, dict]] = {
     "sasrec": ({"dim": 64, "heads": 2, "blocks": 2, "ffn_dim": 256, "dropout": 0.5, "max_len": MAX_LEN, "loss": "ce",
                 "by": "user"}, {"lr": 0.002}),
     "narm": ({"dim": 64, "hidden": 100, "max_len": MAX_LEN, "loss": "ce", "by": "user"}, {"lr": 0.002}),
+    # cnn3d: the items' id, title + genres and first genre as character frames (u.item)
+    "cnn3d": ({"dim": 64, "width": 32, "dropout": 0.3, "max_len": MAX_LEN, "loss": "ce", "by": "user"}, {"lr": 0.002}),
     "tcn": ({"dim": 64, "levels": 4, "kernel_size": 3, "dropout": 0.3, "max_len": MAX_LEN, "loss": "ce", "by": "user"},
             {"lr": 0.002}),
 }
@@ -115,22 +117,36 @@ def leave_last_out(user: np.ndarray, item: np.ndarray, ts: np.ndarray) -> tuple[
     return part(rank >= 2), part(rank == 1), np.stack([user, item, rank], axis=1)
 
 
-def load_rows(data: str, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user, item, timestamp) of MovieLens-100K's u.data, or of the synthetic `large` shop with
-    each user's repeated items kept once (first time), users with at least 3 items."""
-    if data == "ml100k":
-        raw = np.loadtxt(path, dtype=np.int64)  # user, item, rating, timestamp
-        return raw[:, 0], raw[:, 1], raw[:, 3]
+def load_rows(data: str, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, "pd.DataFrame"]:
+    """(user, item, timestamp, items) of MovieLens-100K's u.data and u.item (next to it), or of the
+    synthetic `large` shop with each user's repeated items kept once (first time), users with at
+    least 3 items. `item` holds the original item ids; `items` is the canonical items table (title,
+    text, category) that cnn3d reads."""
     import pandas as pd
 
+    if data == "ml100k":
+        from recforge.data.movielens import read_items
+
+        raw = np.loadtxt(path, dtype=np.int64)  # user, item, rating, timestamp
+        return raw[:, 0], raw[:, 1], raw[:, 3], read_items(Path(path).with_name("u.item"))
     from recforge.data.synthetic import ShopConfig, generate_shop
 
-    frame = generate_shop(ShopConfig(preset="large", with_media=False)).interactions
-    frame = frame.sort_values("timestamp", kind="stable").drop_duplicates(["user_id", "item_id"])
+    shop = generate_shop(ShopConfig(preset="large", with_media=False))
+    frame = shop.interactions.sort_values("timestamp", kind="stable").drop_duplicates(["user_id", "item_id"])
     frame = frame[frame.groupby("user_id")["item_id"].transform("size") >= 3]
     user = pd.factorize(frame["user_id"])[0]
-    item = pd.factorize(frame["item_id"])[0]
-    return user, item, frame["timestamp"].to_numpy(np.int64)
+    return user, frame["item_id"].to_numpy(), frame["timestamp"].to_numpy(np.int64), shop.items
+
+
+def content_of(items: "pd.DataFrame", item_ids: np.ndarray) -> torch.Tensor:
+    """cnn3d's character frames of every item, in the item codes `leave_last_out` gives (the
+    sorted unique original ids)."""
+    import pandas as pd
+
+    from recforge.models.cnn3d import item_content
+
+    ids = np.unique(item_ids)
+    return item_content(items, pd.DataFrame({"item_id": ids.astype(str), "item_idx": np.arange(len(ids))}))
 
 
 def prefixes_before(rows: np.ndarray, max_len: int, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -184,10 +200,11 @@ class SequentialValidation:
 def measure(job: dict) -> dict:
     """Fit one family and evaluate it on test; run in its own process for a clean peak RSS."""
     torch.set_num_threads(job["threads"])
-    train, valid, rows = leave_last_out(*load_rows(job["data"], job["path"]))
+    user, item, ts, items = load_rows(job["data"], job["path"])
+    train, valid, rows = leave_last_out(user, item, ts)
     family = job["family"]
     model, training = SETTINGS[family]
-    training = {**training, **job.get("training", {})}
+    model, training = {**model, **job.get("model", {})}, {**training, **job.get("training", {})}
     rec = Recommender(
         family, model, {"epochs": job["epochs"], "batch_size": BATCH, "device": "cpu", "seed": 0, **training},
     )
@@ -195,7 +212,8 @@ def measure(job: dict) -> dict:
     selection = SequentialValidation(rec, valid_prefixes, valid_targets)
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     load = [os.getloadavg()[0]]
-    history = rec.fit(train, seen=train.csr, callbacks=[selection])
+    content = content_of(items, item) if family == "cnn3d" else None  # items' id, title and genre characters
+    history = rec.fit(train, seen=train.csr, callbacks=[selection], item_vectors=content)
     fit_s, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     load.append(os.getloadavg()[0])
     if selection.state is not None:
@@ -318,7 +336,7 @@ def report(rows: list[dict], command: str) -> str:
             f"{r['ndcg@10_seen_removed']:.4f} | {valid} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |"
         )
     lines += ["", "Settings (model; training overrides):", ""]
-    lines += [f"- `{r['family']}`: {json.dumps(SETTINGS[r['family']][0])}; "
+    lines += [f"- `{r['family']}`: {json.dumps({**SETTINGS[r['family']][0], **r.get('model', {})})}; "
               f"{json.dumps({**SETTINGS[r['family']][1], **r.get('training', {})})}"
               for r in rows]
     return "\n".join(lines + [""])
@@ -357,6 +375,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/sessions.md")
     parser.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
     parser.add_argument("--training", type=json.loads, default={}, help="JSON overrides of every family's training config")
+    parser.add_argument("--model", type=json.loads, default={}, help="JSON overrides of every family's model config")
     parser.add_argument("--synthetic", nargs="*", default=[], choices=list(PROPOSALS),
                         help="also fit these proposed defaults on the synthetic shop")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # JSON job: run one family, print JSON
@@ -378,10 +397,11 @@ def main() -> None:
         return row
 
     rows = [run({"family": f, "epochs": args.epochs, "threads": args.threads, "data": args.data, "path": args.path,
-                 "training": args.training})
+                 "training": args.training, "model": args.model})
             for f in args.families]
     command = (f"OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_sessions.py --data {args.data} "
                f"--families {' '.join(args.families)} --epochs {args.epochs} --threads {args.threads}"
+               + (f" --model '{json.dumps(args.model)}'" if args.model else "")
                + (f" --training '{json.dumps(args.training)}'" if args.training else "")
                + (f" --synthetic {' '.join(args.synthetic)}" if args.synthetic else ""))
     text = report(rows, command) if rows else f"Command: `{command}`\n"
