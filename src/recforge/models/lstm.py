@@ -29,7 +29,7 @@ from recforge.models.rnn_common import (
     next_item_loss,
     prepare_recurrent,
 )
-from recforge.models.session_steps import sequence_steps, training_sequences, window_batches
+from recforge.models.session_steps import row_batches, sequence_steps, training_sequences
 from recforge.models.sequence import SequenceNetwork
 
 
@@ -79,7 +79,7 @@ def batches(
     generator: torch.Generator,
 ) -> Iterator[Batch]:
     steps = sequence_steps(training_sequences(train, config.by), config.max_len)
-    yield from window_batches(
+    yield from row_batches(
         steps, batch_size, generator, n_negatives=config.n_extra_negatives, neg_probs=network.neg_probs.cpu()
     )
 

@@ -325,7 +325,7 @@ def parallel_batches(
         yield batch
 
 
-def window_batches(
+def row_batches(
     steps: Steps,
     batch_size: int,
     generator: torch.Generator,
