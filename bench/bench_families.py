@@ -66,7 +66,8 @@ FIELDS = ("user_idx", "item_idx", "value", "timestamp", "session", "event")
 def load_split(kind: str, path: str | None):
     """({split: all events}, {split: rating events only}) as `InteractionData`."""
     from recforge.data.interactions import InteractionData
-    from recforge.data.splits import SplitConfig, filter_interactions, split_interactions
+    from recforge.data.filters import filter_interactions
+    from recforge.data.splits import SplitConfig, split_interactions
 
     if kind == "ml100k":
         from recforge.data.movielens import read_ratings

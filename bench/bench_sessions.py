@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,6 +45,9 @@ import torch
 from recforge.data.interactions import InteractionData
 from recforge.data.sequences import PAD
 from recforge.training.recommender import Recommender
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger("bench_sessions")
 
@@ -117,7 +121,7 @@ def leave_last_out(user: np.ndarray, item: np.ndarray, ts: np.ndarray) -> tuple[
     return part(rank >= 2), part(rank == 1), np.stack([user, item, rank], axis=1)
 
 
-def load_rows(data: str, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, "pd.DataFrame"]:
+def load_rows(data: str, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
     """(user, item, timestamp, items) of MovieLens-100K's u.data and u.item (next to it), or of the
     synthetic `large` shop with each user's repeated items kept once (first time), users with at
     least 3 items. `item` holds the original item ids; `items` is the canonical items table (title,
@@ -138,7 +142,7 @@ def load_rows(data: str, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return user, frame["item_id"].to_numpy(), frame["timestamp"].to_numpy(np.int64), shop.items
 
 
-def content_of(items: "pd.DataFrame", item_ids: np.ndarray) -> torch.Tensor:
+def content_of(items: pd.DataFrame, item_ids: np.ndarray) -> torch.Tensor:
     """cnn3d's character frames of every item, in the item codes `leave_last_out` gives (the
     sorted unique original ids)."""
     import pandas as pd
@@ -246,7 +250,8 @@ def measure(job: dict) -> dict:
 def measure_synthetic(job: dict) -> dict:
     """Fit one family with its proposed parameters on the synthetic default shop."""
     from recforge.data.sequences import build_sequences, next_item_examples
-    from recforge.data.splits import SplitConfig, filter_interactions, split_interactions
+    from recforge.data.filters import filter_interactions
+    from recforge.data.splits import SplitConfig, split_interactions
     from recforge.data.synthetic import ShopConfig, generate_shop
     from recforge.evaluation.protocols import full_ranking
     from recforge.models.cnn3d import item_content

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from recforge.data.schema import coerce_interactions
-from recforge.data.splits import SplitConfig, preprocess_sessions, split_interactions
+from recforge.data.filters import preprocess_sessions
+from recforge.data.splits import SplitConfig, split_interactions
 
 T0 = 1_600_000_000
 DAY = 86_400
@@ -135,7 +136,7 @@ def test_huge_sessions_are_truncated_with_a_warning(caplog: pytest.LogCaptureFix
     other = rows([("h1", "i1", 5000), ("h1", "i2", 5001), ("h2", "i3", 5002), ("h2", "i4", 5003)])
     df = pd.concat([bot, other], ignore_index=True)
     config = SplitConfig(max_session_length=50, min_user_interactions=0, min_item_interactions=0)
-    with caplog.at_level(logging.WARNING, logger="recforge.data.splits"):
+    with caplog.at_level(logging.WARNING, logger="recforge.data.filters"):
         out, stats = preprocess_sessions(df, config)
     assert stats["truncated_sessions"] == 1
     assert any("truncated 1 session" in r.message and r.levelno == logging.WARNING for r in caplog.records)

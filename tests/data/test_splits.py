@@ -12,15 +12,8 @@ from pydantic import ValidationError
 from recforge.data.errors import DataError
 from recforge.data.idmap import UNKNOWN
 from recforge.data.schema import INTERACTION_COLUMNS, coerce_interactions
-from recforge.data.splits import (
-    SplitConfig,
-    Splits,
-    dedupe_pairs,
-    filter_events,
-    filter_interactions,
-    filter_k_core,
-    split_interactions,
-)
+from recforge.data.filters import dedupe_pairs, filter_events, filter_interactions, filter_k_core
+from recforge.data.splits import SplitConfig, Splits, split_interactions
 
 T0 = 1_600_000_000
 

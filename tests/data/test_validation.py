@@ -25,10 +25,10 @@ from recforge.data.validation import (
     ValidationParams,
     assert_validated,
     check_report,
-    report_to_markdown,
     table_fingerprint,
     validate_canonical_tables,
 )
+from recforge.data.validation_report import report_to_markdown
 
 T0 = 1_600_000_000  # 2020-09-13 12:26:40 UTC
 NOW = 1_700_000_000
@@ -341,7 +341,7 @@ def test_report_from_other_interactions_is_rejected(interactions, items, users):
 
 def test_import_does_not_load_great_expectations_or_kedro():
     code = (
-        "import sys, recforge.data.validation; "
+        "import sys, recforge.data.validation, recforge.data.validation_report; "
         "assert 'great_expectations' not in sys.modules; assert 'kedro' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
+from recforge.data.filters import filter_interactions
 from recforge.data.interactions import InteractionData
 from recforge.data.sequences import PAD
-from recforge.data.splits import SplitConfig, filter_interactions, split_interactions
+from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.evaluation.protocols import full_ranking
 from recforge.evaluation.sessions import (

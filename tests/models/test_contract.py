@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from recforge.data.filters import filter_interactions
 from recforge.data.interactions import InteractionData
-from recforge.data.splits import SplitConfig, filter_interactions, split_interactions
+from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.evaluation.protocols import full_ranking
 from recforge.models.registry import FAMILIES

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
+from recforge.data.filters import filter_interactions
 from recforge.data.interactions import InteractionData
 from recforge.data.sequences import PAD, Sequences, build_sequences, next_item_examples
-from recforge.data.splits import SplitConfig, filter_interactions, split_interactions
+from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.models import cnn3d
 from recforge.models.registry import FAMILIES

@@ -6,7 +6,8 @@ counts, cold-start share, session lengths). Every check carries a severity: a fa
 is a hard failure, a failed `warning` check is only reported. The report is a JSON-serialisable dict
 and never raises on bad data, so it can always be written; `check_report` then raises
 `ValidationFailed` on hard failures, or returns the status that `assert_validated` later compares
-against the interactions a downstream pipeline loads.
+against the interactions a downstream pipeline loads. `recforge.data.validation_report` renders
+the report as Markdown.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from recforge.data.schema import (
     NULLABLE,
     USER_COLUMNS,
 )
+from recforge.data.validation_report import describe_failure, iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ class ValidationFailed(DataError):
     def __init__(self, failures: list[dict[str, Any]]) -> None:
         self.failures = failures
         lines = [f"validation failed with {len(failures)} hard failure(s):"]
-        lines += [f"  - {_describe_failure(f)}" for f in failures]
+        lines += [f"  - {describe_failure(f)}" for f in failures]
         super().__init__(
             "\n".join(lines),
             hint=f"{RERUN_HINT} (see data/08_reporting/validation_report.md; "
@@ -253,7 +255,7 @@ def validate_canonical_tables(
         for e in section["checks"]:
             if not e["success"]:
                 log = logger.error if e["severity"] == "error" else logger.warning
-                log("validation %s: %s", e["severity"], _describe_failure({"table": table, **e}))
+                log("validation %s: %s", e["severity"], describe_failure({"table": table, **e}))
     logger.info("validation %s: %s", "passed" if report["passed"] else "FAILED", report["summary"])
     return _jsonable(report)
 
@@ -295,78 +297,6 @@ def recommender_statistics(
     stats["sessions"], session_checks = _session_checks(df, params)
     checks += session_checks
     return stats, checks
-
-
-def report_to_markdown(report: dict) -> str:
-    """A readable page of the report: a summary, one table of checks per dataset, the statistics."""
-    summary = report["summary"]
-    verdict = "PASSED" if report["passed"] else "FAILED"
-    lines = [
-        "# Validation report",
-        "",
-        f"**{verdict}**: {summary['checks']} checks, {summary['failed_errors']} failed error(s), "
-        f"{summary['failed_warnings']} failed warning(s).",
-        "",
-    ]
-    if not report["passed"]:
-        lines += ["Hard failures stop the run; fix them and run `kedro run --pipelines validation`.", ""]
-    for table, section in report["tables"].items():
-        lines += [
-            f"## {table} ({section['rows']} rows)",
-            "",
-            "| result | check | column | expectation | severity | expected | observed | offending rows |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for e in section["checks"]:
-            result = "ok" if e["success"] else ("FAIL" if e["severity"] == "error" else "warn")
-            cells = [
-                result,
-                e["check"],
-                e["column"],
-                e["expectation"],
-                e["severity"],
-                e["expected"],
-                _short(e["observed_value"]),
-                "; ".join(_describe_row(r) for r in e["offending_rows"]),
-            ]
-            lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-        lines.append("")
-    lines += ["## Recommender statistics", ""]
-    stats = report["recommender"]
-    if "skipped" in stats:
-        lines += [f"Skipped: {stats['skipped']}.", ""]
-        return "\n".join(lines)
-    span = stats["time_span"]
-    lines += [
-        f"- interactions: {stats['interactions']}",
-        f"- time span: {_iso(span['first'])} .. {_iso(span['last'])} "
-        f"(cold-start cutoff {_iso(span['cold_start_cutoff'])})",
-        "",
-        "| entity | count | min interactions | below min (share) | cold start (share) "
-        "| without interactions |",
-        "|---|---|---|---|---|---|",
-    ]
-    for kind in ("users", "items"):
-        s = stats[kind]
-        lines.append(
-            f"| {kind} | {s['count']} | {s['min_interactions']} "
-            f"| {s['below_min']} ({s['share_below_min']:.1%}) "
-            f"| {s['cold_start']} ({s['cold_start_share']:.1%}) "
-            f"| {s.get('without_interactions', '-')} |"
-        )
-    lines.append("")
-    sessions = stats["sessions"]
-    if sessions is None:
-        lines.append("No session ids.")
-    else:
-        lines += [
-            "| sessions | min | median | p95 | max | length-1 share |",
-            "|---|---|---|---|---|---|",
-            f"| {sessions['count']} | {sessions['min']} | {sessions['median']} | {sessions['p95']} "
-            f"| {sessions['max']} | {sessions['share_length_one']:.1%} |",
-        ]
-    lines.append("")
-    return "\n".join(lines)
 
 
 def _plan(table: str, frames: dict[str, pd.DataFrame], params: ValidationParams, now: int) -> list[_Planned]:
@@ -426,7 +356,7 @@ def _plan(table: str, frames: dict[str, pd.DataFrame], params: ValidationParams,
             _Planned(
                 "timestamp_window",
                 "timestamp",
-                f"{_iso(earliest)} .. {_iso(latest)}",
+                f"{iso_utc(earliest)} .. {iso_utc(latest)}",
                 gxe.ExpectColumnValuesToBeBetween(column="timestamp", min_value=earliest, max_value=latest),
             )
         )
@@ -613,40 +543,6 @@ def _exception_message(info: Any) -> str | None:
         if isinstance(value, dict) and value.get("raised_exception"):
             return value.get("exception_message")
     return None
-
-
-def _describe_row(row: dict) -> str:
-    values = ", ".join(f"{k}={v!r}" for k, v in row.items() if k != "row")
-    return f"row {row['row']} ({values})" if values else f"row {row['row']}"
-
-
-def _describe_failure(failure: dict) -> str:
-    rows = failure["offending_rows"]
-    n = failure["unexpected_count"]
-    text = (
-        f"table {failure['table']!r}, column {failure['column']!r}: {failure['expectation']} "
-        f"[check {failure['check']}] expected {failure['expected']}, "
-        f"observed {_short(failure['observed_value'])}"
-    )
-    if rows:
-        more = f" of {n}" if n is not None and n > len(rows) else ""
-        text += f"; offending rows{more}: " + "; ".join(_describe_row(r) for r in rows)
-    return text
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    text = str(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _md_cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Nodes of the `splitting` pipeline: thin wrappers over `recforge.data.splits`."""
+"""Nodes of the `splitting` pipeline: thin wrappers over `recforge.data.filters` and `.splits`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from recforge.data import splits
+from recforge.data import filters, splits
 from recforge.data.splits import SplitConfig
 from recforge.data.validation import assert_validated
 
@@ -16,7 +16,7 @@ def filter_interactions(
 ) -> pd.DataFrame:
     """Refuse unvalidated tables, then keep the configured events, dedupe and take the k-core."""
     assert_validated(validation_status, interactions)
-    return splits.filter_interactions(interactions, config)
+    return filters.filter_interactions(interactions, config)
 
 
 def split_interactions(

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from recforge.data.validation import (
-    ValidationParams,
-    check_report,
-    report_to_markdown,
-    validate_canonical_tables,
-)
+from recforge.data.validation import ValidationParams, check_report, validate_canonical_tables
+from recforge.data.validation_report import report_to_markdown
 
 
 def validate_tables(
