@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from recforge.data.errors import DataError
-from recforge.data.schema import INTERACTION_COLUMNS
+from recforge.data.schema import INTERACTION_COLUMNS, require_columns
 
 if TYPE_CHECKING:  # splits imports this module: a runtime import would be a cycle
     from recforge.data.splits import SplitConfig
@@ -51,14 +51,9 @@ DROPPED = 3  # rows in no split: sessions straddling a last_days cut, old sessio
 
 def require_canonical(df: pd.DataFrame, source: str) -> None:
     """Raise `DataError` unless `df` has every canonical interaction column."""
-    missing = [c for c in INTERACTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"missing canonical column(s) {missing}; found {list(df.columns)}",
-            source=source,
-            column=missing[0],
-            hint="Run the ingestion pipeline so the table has the canonical schema",
-        )
+    require_columns(
+        df, list(INTERACTION_COLUMNS), source, hint="Run the ingestion pipeline so the table has the canonical schema"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -67,14 +67,20 @@ def _bad_rows(mask: pd.Series) -> list[int]:
     return [int(i) for i in np.flatnonzero(mask.to_numpy())]
 
 
-def _require_columns(df: pd.DataFrame, required: list[str], source: str) -> None:
+def require_columns(
+    df: pd.DataFrame,
+    required: list[str],
+    source: str,
+    hint: str = "Map your columns to the canonical names in the source's parameters",
+) -> None:
+    """Raise `DataError` naming the file and the first missing column unless `df` has `required`."""
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(
             f"missing required column(s) {missing}; found {list(df.columns)}",
             source=source,
             column=missing[0],
-            hint="Map your columns to the canonical names in the source's parameters",
+            hint=hint,
         )
 
 
@@ -142,7 +148,7 @@ def coerce_interactions(df: pd.DataFrame, source: str, default_event: str = "vie
     """
     if len(df) == 0:
         raise DataError("no interactions (empty file)", source=source)
-    _require_columns(df, ["user_id", "item_id", "timestamp"], source)
+    require_columns(df, ["user_id", "item_id", "timestamp"], source)
     df = df.reset_index(drop=True)
     out = pd.DataFrame(
         {
@@ -177,7 +183,7 @@ def coerce_interactions(df: pd.DataFrame, source: str, default_event: str = "vie
 
 def coerce_items(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Canonical items; unknown canonical columns are filled with nulls, extra columns kept."""
-    _require_columns(df, ["item_id"], source)
+    require_columns(df, ["item_id"], source)
     df = df.reset_index(drop=True)
     out = pd.DataFrame({"item_id": _to_string(df, "item_id", source, nullable=False)})
     dup = out["item_id"].duplicated(keep=False)
@@ -204,7 +210,7 @@ def coerce_items(df: pd.DataFrame, source: str) -> pd.DataFrame:
 
 def coerce_users(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Canonical users: user_id plus whatever attribute columns the source has."""
-    _require_columns(df, ["user_id"], source)
+    require_columns(df, ["user_id"], source)
     df = df.reset_index(drop=True)
     out = pd.DataFrame({"user_id": _to_string(df, "user_id", source, nullable=False)})
     dup = out["user_id"].duplicated(keep=False)

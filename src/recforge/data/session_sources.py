@@ -42,6 +42,7 @@ from recforge.data.schema import (
     STRING,
     coerce_interactions,
     coerce_items,
+    require_columns,
     users_from_interactions,
 )
 
@@ -135,14 +136,8 @@ def _read(path: Path, sep: str = ",", names: list[str] | None = None) -> pd.Data
         raise DataError(f"cannot parse: {exc}", source=str(path), hint=f"Expected {sep!r}-separated text") from exc
 
 
-def _require_columns(df: pd.DataFrame, columns: list[str], path: Path) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"missing column(s) {missing}; the header has {list(df.columns)}",
-            source=str(path),
-            column=missing[0],
-        )
+def _require_raw_columns(df: pd.DataFrame, columns: list[str], path: Path) -> None:
+    require_columns(df, columns, str(path), hint="The file must keep the dataset's original header")
 
 
 def _require_filled(df: pd.DataFrame, columns: list[str], path: Path) -> None:
@@ -260,7 +255,7 @@ def load_diginetica(config: DigineticaConfig) -> SessionSourceData:
     _require_files(raw, [config.views_file], "Diginetica", DIGINETICA_URL)
     path = raw / config.views_file
     views = _read(path, sep=";")
-    _require_columns(views, ["sessionId", "userId", "itemId", "timeframe", "eventdate"], path)
+    _require_raw_columns(views, ["sessionId", "userId", "itemId", "timeframe", "eventdate"], path)
     _require_filled(views, ["sessionId", "itemId", "timeframe", "eventdate"], path)
     day = pd.to_datetime(views["eventdate"], format="%Y-%m-%d", utc=True, errors="coerce")
     if day.isna().any():
@@ -286,7 +281,7 @@ def load_diginetica(config: DigineticaConfig) -> SessionSourceData:
     products = _optional(raw, config.products_file)
     if products is not None:
         p = _read(products, sep=";")
-        _require_columns(p, ["itemId", "pricelog2"], products)
+        _require_raw_columns(p, ["itemId", "pricelog2"], products)
         p = _unique_meta(p, "itemId", products)
         price = np.exp2(pd.to_numeric(p["pricelog2"], errors="coerce"))
         meta = pd.DataFrame({"item_id": p["itemId"], "price": price})
@@ -295,7 +290,7 @@ def load_diginetica(config: DigineticaConfig) -> SessionSourceData:
     categories = _optional(raw, config.categories_file)
     if categories is not None:
         c = _read(categories, sep=";")
-        _require_columns(c, ["itemId", "categoryId"], categories)
+        _require_raw_columns(c, ["itemId", "categoryId"], categories)
         c = _unique_meta(c, "itemId", categories)
         c = pd.DataFrame({"item_id": c["itemId"], "category": c["categoryId"]})
         meta = c if meta is None else meta.merge(c, on="item_id", how="outer")
@@ -328,7 +323,7 @@ def _category_paths(leaf: pd.Series, tree_path: Path | None) -> pd.Series:
     if tree_path is None:
         return leaf
     tree = _read(tree_path)
-    _require_columns(tree, ["categoryid", "parentid"], tree_path)
+    _require_raw_columns(tree, ["categoryid", "parentid"], tree_path)
     parent = tree.dropna(subset=["parentid"]).drop_duplicates("categoryid").set_index("categoryid")["parentid"]
     path, current = leaf.astype(object), leaf.astype(object)
     for _ in range(32):  # depth bound: a malformed tree with a cycle must still end
@@ -348,7 +343,7 @@ def _retailrocket_categories(raw: Path, config: RetailRocketConfig) -> pd.DataFr
     for path in files:
         # The property files hold ~20M rows, almost all other properties: keep memory flat.
         for chunk in pd.read_csv(path, dtype=str, chunksize=2_000_000):
-            _require_columns(chunk, ["timestamp", "itemid", "property", "value"], path)
+            _require_raw_columns(chunk, ["timestamp", "itemid", "property", "value"], path)
             found.append(chunk.loc[chunk["property"] == "categoryid", ["timestamp", "itemid", "value"]])
     props = pd.concat(found, ignore_index=True)
     props["t"] = pd.to_numeric(props["timestamp"], errors="coerce")
@@ -365,7 +360,7 @@ def load_retailrocket(config: RetailRocketConfig) -> SessionSourceData:
     _require_files(raw, [config.events_file], "RetailRocket", RETAILROCKET_URL)
     path = raw / config.events_file
     events = _read(path)
-    _require_columns(events, ["timestamp", "visitorid", "event", "itemid"], path)
+    _require_raw_columns(events, ["timestamp", "visitorid", "event", "itemid"], path)
     _require_filled(events, ["timestamp", "visitorid", "event", "itemid"], path)
     ms = _integers(events["timestamp"], path, "timestamp")
     _check_ms(ms, path, "timestamp")
