@@ -174,10 +174,28 @@ def sequence_scores(net, prefixes: torch.Tensor) -> torch.Tensor:
     return net.log_count.float().expand(len(prefixes), -1)
 
 
-def ndcg_hr(scores: torch.Tensor, target: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row NDCG@10 and HR@10 of the single target among all scored items."""
-    rank = (scores > scores.gather(1, target[:, None])).sum(1).numpy()  # (U,) 0-based
-    hit = rank < 10
+@torch.no_grad()
+def target_ranks(net, prefixes: np.ndarray, targets: np.ndarray, seen=None, chunk: int = 1024) -> tuple[np.ndarray, ...]:
+    """0-based rank (U,) of each row's target among all items scored after its prefix, and with
+    `seen` (a (U, I) CSR) also the rank once the row's seen items other than the target are
+    removed. Rows are scored `chunk` at a time, as the library's evaluation does, so memory stays
+    at (chunk, I) scores whatever the number of users."""
+    ranks, masked = [], []
+    for start in range(0, len(prefixes), chunk):
+        scores = sequence_scores(net, torch.as_tensor(prefixes[start : start + chunk]))  # (B, I)
+        target = torch.as_tensor(targets[start : start + chunk])  # (B,)
+        at = scores.gather(1, target[:, None])  # (B, 1)
+        ranks.append((scores > at).sum(1).numpy())
+        if seen is not None:
+            mask = torch.as_tensor(seen[start : start + chunk].toarray() > 0)  # (B, I)
+            mask[torch.arange(len(target)), target] = False
+            masked.append((scores.masked_fill(mask, float("-inf")) > at).sum(1).numpy())
+    return (np.concatenate(ranks),) + ((np.concatenate(masked),) if seen is not None else ())
+
+
+def ndcg_hr(rank: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row NDCG@k and HR@k of a single target at 0-based `rank`."""
+    hit = rank < k
     return np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0), hit.astype(np.float64)
 
 
@@ -187,14 +205,15 @@ class SequentialValidation:
     epoch's parameters kept, training stopped after `PATIENCE` epochs without improvement."""
 
     def __init__(self, rec: Recommender, prefixes: np.ndarray, targets: np.ndarray) -> None:
-        self.rec, self.prefixes, self.targets = rec, torch.as_tensor(prefixes), torch.as_tensor(targets)
+        self.rec, self.prefixes, self.targets = rec, prefixes, targets
         self.best, self.best_epoch, self.bad, self.state = -1.0, -1, 0, None
+        self.curve: list[float] = []  # validation NDCG@10 per epoch
 
     def on_epoch_end(self, epoch: int, logs: dict) -> bool:
         net = self.rec.network.eval()
-        with torch.no_grad():
-            ndcg, _ = ndcg_hr(sequence_scores(net, self.prefixes), self.targets)
+        ndcg, _ = ndcg_hr(target_ranks(net, self.prefixes, self.targets)[0])
         net.train()
+        self.curve.append(float(ndcg.mean()))
         if ndcg.mean() > self.best:
             self.best, self.best_epoch, self.bad = float(ndcg.mean()), epoch, 0
             self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -227,13 +246,9 @@ def measure(job: dict) -> dict:
 
     users, prefixes, targets = prefixes_before(rows, MAX_LEN, rank=0)
     net = rec.network.eval()
-    with torch.no_grad():
-        scores = sequence_scores(net, torch.as_tensor(prefixes))  # (U, I)
-    target = torch.as_tensor(targets)
-    ndcg, hr = ndcg_hr(scores, target)
-    seen = torch.as_tensor((train.csr + valid.csr)[users].toarray() > 0)  # (U, I) the whole history
-    seen[torch.arange(len(users)), target] = False
-    ndcg_masked, hr_masked = ndcg_hr(scores.masked_fill(seen, float("-inf")), target)
+    rank, rank_masked = target_ranks(net, prefixes, targets, seen=(train.csr + valid.csr)[users])  # whole history
+    ndcg, hr = ndcg_hr(rank)
+    ndcg_masked, hr_masked = ndcg_hr(rank_masked)
     targets_per_epoch = len(train) - len(np.unique(train.user_idx))
     return {
         **job, "epochs_run": history.epochs, "best_epoch": selection.best_epoch,
@@ -245,6 +260,7 @@ def measure(job: dict) -> dict:
         "ndcg@10": float(ndcg.mean()), "hr@10": float(hr.mean()),
         "ndcg@10_seen_removed": float(ndcg_masked.mean()), "hr@10_seen_removed": float(hr_masked.mean()),
         "valid_ndcg@10": selection.best if selection.state is not None else None, "load": load,
+        "valid_curve": selection.curve, "loss_curve": list(history.loss),
         "shape": f"{train.n_users} users x {train.n_items} items, {len(train)} train rows",
     }
 
@@ -276,11 +292,8 @@ def measure_synthetic(job: dict) -> dict:
     load.append(os.getloadavg()[0])
     ndcg = full_ranking(rec.score_fn(), train.csr, test, ks=(10,))["ndcg@10"]
     prefixes, targets, _ = next_item_examples(build_sequences(test, by="session", min_length=2), 20)
-    with torch.no_grad():
-        scores = sequence_scores(rec.network, torch.as_tensor(prefixes))
-    target = torch.as_tensor(targets)
-    rank = (scores > scores.gather(1, target[:, None])).sum(1)
-    mrr = float(torch.where(rank < 20, 1.0 / (rank + 1), 0.0).mean())
+    (rank,) = target_ranks(rec.network, prefixes, targets)
+    mrr = float(np.where(rank < 20, 1.0 / (rank + 1), 0.0).mean())
     return {
         **job, "model": model, "training": training, "epochs_run": history.epochs, "best_epoch": history.best_epoch,
         "fit_s": fit_s, "fit_cpu_s": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime),
@@ -438,6 +451,8 @@ def main() -> None:
     if args.append and out.exists():
         text = out.read_text() + "\n" + text
     out.write_text(text)
+    if rows:  # every measured row, with the per-epoch validation NDCG@10 and loss curves
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
     logger.info("wrote %s", out)
 
 
