@@ -26,6 +26,11 @@ SMALL: dict[str, dict] = {
     "sasrec": {"dim": 32, "blocks": 1},
 }
 TRAIN = {"device": "cpu", "seed": 1, "epochs": 6, "batch_size": 512, "lr": 0.005}
+# every family, plus SASRec's BERT-style encoder (RecBole's): LayerNorm after each residual, GELU
+RECBOLE_SASREC = {"norm": "post", "activation": "gelu"}
+VARIANTS = [pytest.param(f, {}, id=f) for f in FAMILY_NAMES] + [
+    pytest.param("sasrec", RECBOLE_SASREC, id="sasrec-post-norm")
+]
 
 
 def toy_data(lengths: list[int], n_items: int = 40, seed: int = 0) -> InteractionData:
@@ -116,10 +121,10 @@ def build(family: str, data: InteractionData, **overrides):
     return net.eval()
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_shapes_and_per_position_outputs_match_prefix_scores(family):
+@pytest.mark.parametrize(("family", "variant"), VARIANTS)
+def test_shapes_and_per_position_outputs_match_prefix_scores(family, variant):
     data = toy_data([12, 30, 6])
-    net = build(family, data, max_len=20)
+    net = build(family, data, max_len=20, **variant)
     items = torch.randint(0, 40, (3, 8))
     with torch.no_grad():
         h = net.encode(items)  # (B, w, D)
@@ -134,9 +139,9 @@ def test_shapes_and_per_position_outputs_match_prefix_scores(family):
     assert scores.shape == (3, 40) and torch.isfinite(scores).all()
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_changing_a_later_item_never_changes_an_earlier_prediction(family):
-    net = build(family, toy_data([10, 10]), max_len=16)
+@pytest.mark.parametrize(("family", "variant"), VARIANTS)
+def test_changing_a_later_item_never_changes_an_earlier_prediction(family, variant):
+    net = build(family, toy_data([10, 10]), max_len=16, **variant)
     items = torch.randint(0, 40, (4, 12))
     with torch.no_grad():
         before = net.encode(items)
@@ -201,10 +206,10 @@ def trained(shop_sessions):
     return get
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_loss_falls_and_beats_popularity_on_next_item_mrr(family, trained, shop_sessions):
+@pytest.mark.parametrize(("family", "variant"), VARIANTS)
+def test_loss_falls_and_beats_popularity_on_next_item_mrr(family, variant, trained, shop_sessions):
     _, _, train, test, _ = shop_sessions
-    rec = trained(family)
+    rec = trained(family, **variant)
     losses = rec.history.loss
     assert losses[-1] < losses[0] - 0.5
     popularity = torch.log1p(torch.as_tensor(train.item_popularity, dtype=torch.float32))

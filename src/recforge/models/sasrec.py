@@ -6,6 +6,11 @@ Sequential Recommendation").
     x   = x + Dropout(FFN(LN(x)))                     FFN: Linear -> ReLU -> Linear
     r(i | s_1..s_t) = LN(x_t) · E[i]                  the item table is shared for scoring
 
+That is `norm: pre` (the paper's code normalises before each sub-layer). `norm: post` is the
+BERT-style encoder RecBole's SASRec uses: x_t = LN(E[s_t] + P[t]) with tables drawn from
+N(0, 0.02²), then x = LN(x + Dropout(Attn(x))), x = LN(x + Dropout(FFN(x))) and r = x_t · E[i];
+`activation: gelu` with it matches RecBole's FFN.
+
 Causal attention predicts every next item of a window in one pass, so training sees each
 (prefix, next item) pair once per epoch at the cost of one forward per window rather than one
 per prefix. The loss is the paper's binary cross-entropy with one sampled negative per position
@@ -207,6 +212,8 @@ class SASRecConfig(ModelConfig):
     window_stride: int | None = Field(None, gt=0, description="None = max_len; see sequence_windows")
     loss: NextItemLoss = "ce"
     by: Grouping = "user"
+    norm: Literal["pre", "post"] = Field("pre", description="LayerNorm before each sub-layer, or after the residual (BERT, RecBole)")
+    activation: Literal["relu", "gelu"] = "relu"
     freeze_item_vectors: bool = False
 
     @model_validator(mode="after")
@@ -233,16 +240,21 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, norm: str = "pre", activation: str = "relu") -> None:
         super().__init__()
+        self.pre = norm == "pre"
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = CausalSelfAttention(dim, heads, dropout)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
+        act = nn.ReLU() if activation == "relu" else nn.GELU()
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), act, nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D)
-        x = x + self.drop(self.attn(self.ln1(x)))
-        return x + self.drop(self.ffn(self.ln2(x)))
+        if self.pre:
+            x = x + self.drop(self.attn(self.ln1(x)))
+            return x + self.drop(self.ffn(self.ln2(x)))
+        x = self.ln1(x + self.drop(self.attn(x)))
+        return self.ln2(x + self.drop(self.ffn(x)))
 
 
 class SASRec(NextItemNetwork):
@@ -253,18 +265,28 @@ class SASRec(NextItemNetwork):
         self.position = nn.Embedding(config.max_len, d)
         self.drop = nn.Dropout(config.dropout)
         ffn = config.ffn_dim or d
-        self.blocks = nn.ModuleList(Block(d, config.heads, ffn, config.dropout) for _ in range(config.blocks))
-        self.ln = nn.LayerNorm(d)
-        nn.init.normal_(self.item.weight, std=d**-0.5)
-        nn.init.normal_(self.position.weight, std=d**-0.5)
+        self.pre = config.norm == "pre"
+        self.blocks = nn.ModuleList(
+            Block(d, config.heads, ffn, config.dropout, config.norm, config.activation) for _ in range(config.blocks)
+        )
+        self.ln = nn.LayerNorm(d)  # pre: after the last block; post: on the input embeddings
+        self.scale = math.sqrt(d) if self.pre else 1.0
+        std = d**-0.5 if self.pre else 0.02
+        nn.init.normal_(self.item.weight, std=std)
+        nn.init.normal_(self.position.weight, std=std)
+        if not self.pre:  # BERT's initialisation of the encoder's linear layers
+            for module in self.blocks.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, std=0.02)
+                    nn.init.zeros_(module.bias)
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:  # (B, w) -> (B, w, D)
         w = items.shape[1]
-        x = self.item(masked_items(items)) * math.sqrt(self.item.embedding_dim)  # (B, w, D)
-        x = self.drop(x + self.position.weight[:w])  # (B, w, D)
+        x = self.item(masked_items(items)) * self.scale + self.position.weight[:w]  # (B, w, D)
+        x = self.drop(x) if self.pre else self.drop(self.ln(x))
         for block in self.blocks:
             x = block(x)
-        return self.ln(x)
+        return self.ln(x) if self.pre else x
 
 
 def next_item_family(name: str, config_cls: type[ModelConfig], network_cls: type[NextItemNetwork], paper: str) -> Family:
