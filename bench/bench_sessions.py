@@ -70,7 +70,7 @@ SETTINGS: dict[str, tuple[dict, dict]] = {
     # windows end every 25 steps, so each target sees at least 26 items before it (or its whole
     # prefix), as in RecBole's one-example-per-prefix training, at twice the cost of disjoint windows
     "sasrec": ({"dim": 64, "heads": 2, "blocks": 2, "ffn_dim": 256, "dropout": 0.5, "max_len": MAX_LEN, "loss": "ce",
-                "by": "user", "window_stride": 25}, {"lr": 0.002}),
+                "by": "user", "window_stride": 25}, {"lr": 0.005}),
     "narm": ({"dim": 64, "hidden": 100, "max_len": MAX_LEN, "loss": "ce", "by": "user"}, {"lr": 0.002}),
     # cnn3d: the items' id, title + genres and first genre as character frames (u.item)
     "cnn3d": ({"dim": 64, "width": 32, "dropout": 0.3, "max_len": MAX_LEN, "loss": "ce", "by": "user"}, {"lr": 0.002}),
