@@ -21,8 +21,13 @@ parameters proposed for `conf/base/parameters_training.yml` (`PROPOSALS`) on the
 against the 25 s budget, leaderboard NDCG@10 and next-item MRR@20 inside the test sessions.
 
     .venv/bin/python bench/bench_sessions.py [--data ml100k|large] [--path /work/shared/data/movielens-100k/u.data]
-        [--families gru4rec lstm sasrec narm tcn ...] [--epochs 100] [--threads 2]
-        [--synthetic session leaderboard] [--out bench/results/sessions.md]
+        [--families gru4rec lstm sasrec narm tcn ...] [--epochs 100] [--threads 2] [--seeds 0 1 2 3 4]
+        [--model '{"dropout": 0.2}'] [--training '{"lr": 0.002}'] [--synthetic session leaderboard]
+        [--out bench/results/sessions.md]
+
+Every measured row, with its per-epoch validation NDCG@10 and training loss, also goes to the
+JSON file next to `--out`. Test ranks are computed 1,024 users at a time, as the library's
+evaluation does, so a worker's peak RSS is training plus a (1024, I) score block.
 """
 
 from __future__ import annotations
