@@ -49,6 +49,7 @@ import torch
 
 from recforge.data.interactions import InteractionData
 from recforge.data.sequences import PAD
+from recforge.evaluation.metrics import single_target_metrics
 from recforge.training.recommender import Recommender
 
 if TYPE_CHECKING:
@@ -186,7 +187,9 @@ def target_ranks(net, prefixes: np.ndarray, targets: np.ndarray, seen=None, chun
     """0-based rank (U,) of each row's target among all items scored after its prefix, and with
     `seen` (a (U, I) CSR) also the rank once the row's seen items other than the target are
     removed. Rows are scored `chunk` at a time, as the library's evaluation does, so memory stays
-    at (chunk, I) scores whatever the number of users."""
+    at (chunk, I) scores whatever the number of users. Unlike `evaluation.sessions.target_ranks`
+    (ties ranked against the target, no masking), ties count in the target's favour here and
+    seen items can be masked, which is how every figure in results/sessions.md was computed."""
     ranks, masked = [], []
     for start in range(0, len(prefixes), chunk):
         scores = sequence_scores(net, torch.as_tensor(prefixes[start : start + chunk]))  # (B, I)
@@ -200,10 +203,10 @@ def target_ranks(net, prefixes: np.ndarray, targets: np.ndarray, seen=None, chun
     return (np.concatenate(ranks),) + ((np.concatenate(masked),) if seen is not None else ())
 
 
-def ndcg_hr(rank: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row NDCG@k and HR@k of a single target at 0-based `rank`."""
-    hit = rank < k
-    return np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0), hit.astype(np.float64)
+def ndcg_hr(rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row NDCG@10 and HR@10 of a single target at 0-based `rank` (the library's formulas)."""
+    per = single_target_metrics(rank, ks=(10,))
+    return per["ndcg@10"], per["hr@10"]
 
 
 class SequentialValidation:
