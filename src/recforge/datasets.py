@@ -50,19 +50,20 @@ class RecommenderDataset(AbstractDataset):
     Saved atomically by `Recommender.save`; loaded with `torch.load(weights_only=True)`.
     """
 
-    def __init__(self, path: str, map_location: str = "cpu", metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, path: str, map_location: str = "cpu", metadata: dict[str, Any] | None = None, missing_hint: str | None = None
+    ) -> None:
         self._path = Path(path)
         self._map_location = map_location
         self.metadata = metadata
+        self._missing_hint = missing_hint
 
     def _load(self):
         from recforge.training.recommender import Recommender
 
         if not (self._path / "config.json").is_file():
-            raise DatasetError(
-                f"no trained model at {self._path}: run `kedro run --pipelines training "
-                f"--namespaces {self._path.name}` first"
-            )
+            hint = self._missing_hint or f"kedro run --pipelines training --namespaces {self._path.name}"
+            raise DatasetError(f"no trained model at {self._path}: run `{hint}` first")
         return Recommender.load(self._path, map_location=self._map_location)
 
     def _save(self, data) -> None:
@@ -73,3 +74,68 @@ class RecommenderDataset(AbstractDataset):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
+
+
+class OptionalJSONDataset(AbstractDataset[dict, dict]):
+    """A JSON file that may not exist yet: loads None when absent (a family that was never
+    tuned), saves atomically. The leaderboard reads the tuned metrics of every family this way."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def _load(self) -> dict | None:
+        import json
+
+        if not self._filepath.is_file():
+            return None
+        try:
+            return json.loads(self._filepath.read_text())
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"cannot read {self._filepath}: {exc}") from exc
+
+    def _save(self, data: dict) -> None:
+        import json
+
+        BinaryFileDataset(str(self._filepath))._save(json.dumps(data, indent=2).encode())
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class TuningStorageDataset(AbstractDataset[None, Any]):
+    """Where a family's Optuna study lives, as a `recforge.tuning.storage.TuningStorage` (read-only).
+
+    With `credentials` holding a `url` (Kedro credentials, e.g. `tuning_storage` in
+    `conf/local/credentials.yml`: a PostgreSQL database that many workers share) that URL;
+    otherwise the embedded SQLite file `filepath`. The URL is never shown: `_describe` and every
+    message use the redacted form.
+    """
+
+    def __init__(
+        self, filepath: str, credentials: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
+        self._filepath = Path(filepath)
+        self._url = (credentials or {}).get("url") or None
+        self.metadata = metadata
+
+    def _load(self):
+        from recforge.tuning.storage import TuningStorage, sqlite_url
+
+        if self._url:
+            return TuningStorage(str(self._url), from_credentials=True)
+        return TuningStorage(sqlite_url(self._filepath))
+
+    def _save(self, data: None) -> None:
+        raise DatasetError("TuningStorageDataset is read-only: Optuna writes the study itself")
+
+    def _exists(self) -> bool:
+        return bool(self._url) or self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        from recforge.tuning.storage import redact
+
+        return {"storage": redact(self._url) if self._url else str(self._filepath)}

@@ -1,10 +1,23 @@
-"""Project pipelines: every folder under pipelines/ plus `__default__`, which chains them."""
+"""Project pipelines: every folder under pipelines/ plus `__default__`, which chains them.
+
+`__default__` tunes only `DEFAULT_TUNED` (cheap families with small trial budgets), so the
+default run stays inside its time budget; `--pipelines tuning` tunes every tunable family.
+"""
 
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
+from recforge.pipelines.tuning.pipeline import DEFAULT_TUNED
+
+TUNING_PIPELINES = ("tuning", "tuned")
+
 
 def register_pipelines() -> dict[str, Pipeline]:
+    # Kedro loads only the requested pipelines (all of them when `__default__` is requested)
     pipelines = find_pipelines()
-    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    default = sum((p for name, p in pipelines.items() if name not in TUNING_PIPELINES), Pipeline([]))
+    for name in TUNING_PIPELINES:
+        if name in pipelines:
+            default += pipelines[name].only_nodes_with_namespaces(list(DEFAULT_TUNED))
+    pipelines["__default__"] = default
     return pipelines

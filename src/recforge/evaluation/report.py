@@ -119,31 +119,69 @@ def recommendations_table(
 LEADERBOARD_COLUMNS = ("ndcg", "hr", "recall", "precision", "map", "mrr")
 
 
-def build_leaderboard(metrics: dict[str, dict[str, Any]], k: int = 10) -> pd.DataFrame:
+def _leaderboard_row(family: str, m: dict[str, Any], k: int) -> dict[str, Any]:
+    full, sampled = m.get("full", {}), m.get("sampled", {})
+    row: dict[str, Any] = {"family": family}
+    for name in LEADERBOARD_COLUMNS:
+        row[f"{name}@{k}"] = full.get(f"{name}@{k}")
+    row[f"sampled_hr@{k}"] = sampled.get(f"hr@{k}")
+    row[f"sampled_ndcg@{k}"] = sampled.get(f"ndcg@{k}")
+    row[f"coverage@{k}"] = full.get(f"coverage@{k}")
+    row["rmse"] = m.get("rating", {}).get("rmse")
+    row["mae"] = m.get("rating", {}).get("mae")
+    warm = m.get("slices", {}).get("warm", {})
+    row[f"warm_ndcg@{k}"] = warm.get(f"ndcg@{k}")
+    row["fit_seconds"] = m.get("fit", {}).get("seconds")
+    row["epochs"] = m.get("fit", {}).get("epochs")
+    return row
+
+
+def build_leaderboard(
+    metrics: dict[str, dict[str, Any]], k: int = 10, tuned: dict[str, dict[str, Any] | None] | None = None
+) -> pd.DataFrame:
     """One row per family: full-ranking metrics @k, sampled HR/NDCG @k, RMSE/MAE, coverage, time.
 
-    Sorted by full-ranking NDCG@k, best first.
+    `tuned` holds the test metrics of families refitted with their tuned parameters (None for a
+    family never tuned): each gets a `variant: tuned` row right below its `default` row, with
+    the study's trial count and tuning wall time. A tuned result evaluated on another test
+    split than the default one (an old study after the data changed) is left out, with a
+    warning. Sorted by the default rows' full-ranking NDCG@k, best first.
     """
     rows = []
     for family, m in metrics.items():
-        full, sampled = m.get("full", {}), m.get("sampled", {})
-        row: dict[str, Any] = {"family": family}
-        for name in LEADERBOARD_COLUMNS:
-            row[f"{name}@{k}"] = full.get(f"{name}@{k}")
-        row[f"sampled_hr@{k}"] = sampled.get(f"hr@{k}")
-        row[f"sampled_ndcg@{k}"] = sampled.get(f"ndcg@{k}")
-        row[f"coverage@{k}"] = full.get(f"coverage@{k}")
-        row["rmse"] = m.get("rating", {}).get("rmse")
-        row["mae"] = m.get("rating", {}).get("mae")
-        warm = m.get("slices", {}).get("warm", {})
-        row[f"warm_ndcg@{k}"] = warm.get(f"ndcg@{k}")
-        row["fit_seconds"] = m.get("fit", {}).get("seconds")
-        row["epochs"] = m.get("fit", {}).get("epochs")
-        rows.append(row)
+        row = _leaderboard_row(family, m, k)
+        rows.append({**row, "variant": "default", "trials": None, "tuning_seconds": None})
+        t = (tuned or {}).get(family)
+        if not t:
+            continue
+        if t.get("n_test_interactions") != m.get("n_test_interactions"):
+            logger.warning(
+                "leaderboard: %s's tuned metrics are on %s test interactions, the default on %s; "
+                "left out (re-run `kedro run --pipelines tuning,tuned --namespaces %s`)",
+                family, t.get("n_test_interactions"), m.get("n_test_interactions"), family,
+            )  # fmt: skip
+            continue
+        study = t.get("tuning", {})
+        rows.append({**_leaderboard_row(family, t, k), "variant": "tuned", "trials": study.get("n_trials"),
+                     "tuning_seconds": study.get("tuning_seconds")})  # fmt: skip
     board = pd.DataFrame(rows)
     if len(board):
-        board = board.sort_values(f"ndcg@{k}", ascending=False, na_position="last").reset_index(drop=True)
+        order = [c for c in board.columns if c not in ("variant", "trials", "tuning_seconds")]
+        board = board[order[:1] + ["variant"] + order[1:] + ["trials", "tuning_seconds"]]
+        key = board["family"].map(board[board["variant"] == "default"].set_index("family")[f"ndcg@{k}"])
+        board = (
+            board.assign(_key=key.astype(float), _tuned=board["variant"] == "tuned")
+            .sort_values(["_key", "family", "_tuned"], ascending=[False, True, True], na_position="last")
+            .drop(columns=["_key", "_tuned"])
+            .reset_index(drop=True)
+        )
+        board["trials"] = board["trials"].astype("Int64")
     return board
+
+
+def leaderboard_label(row: Any) -> str:
+    """`bpr` for a default row, `bpr (tuned)` for a tuned one."""
+    return row["family"] if row.get("variant", "default") == "default" else f"{row['family']} ({row['variant']})"
 
 
 def leaderboard_markdown(board: pd.DataFrame, title: str = "Leaderboard") -> str:
@@ -154,17 +192,19 @@ def leaderboard_markdown(board: pd.DataFrame, title: str = "Leaderboard") -> str
         cells = []
         for c in cols:
             v = r[c]
-            if v is None or (isinstance(v, float) and math.isnan(v)):
+            if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
                 cells.append("–")
             elif isinstance(v, float):
-                cells.append(f"{v:.4f}" if c != "fit_seconds" else f"{v:.1f}")
+                cells.append(f"{v:.1f}" if c in ("fit_seconds", "tuning_seconds") else f"{v:.4f}")
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "Full ranking: every item ranked, the user's training items masked. Sampled: the test item "
-        "among seeded negatives. RMSE/MAE only for families trained on ratings.",
+        "among seeded negatives. RMSE/MAE only for families trained on ratings. `tuned` rows: the "
+        "family refitted with the best parameters of its Optuna study (tuned on the valid split; "
+        "`trials` finished trials, `tuning_seconds` the wall time of the run that found them).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -182,7 +222,7 @@ def leaderboard_figure(board: pd.DataFrame, k: int = 10):
         (axes[0], f"ndcg@{k}", f"full-ranking NDCG@{k}"),
         (axes[1], f"sampled_hr@{k}", f"sampled HR@{k}"),
     ):
-        ax.barh(order["family"], order[col].astype(float).fillna(0.0), color="#4c72b0")
+        ax.barh([leaderboard_label(r) for _, r in order.iterrows()], order[col].astype(float).fillna(0.0), color="#4c72b0")
         ax.set_xlabel(label)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle("recforge leaderboard")

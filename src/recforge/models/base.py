@@ -97,6 +97,7 @@ class Family:
     warm_start_from: tuple[str, ...] = ()
     warm_start: Callable[..., RecommenderNetwork] | None = None
     item_content: Callable[..., torch.Tensor] | None = None
+    next_item: bool = False
 
 
 def no_batches(network, train, config, batch_size, generator) -> Iterator[Batch]:

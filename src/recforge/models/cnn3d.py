@@ -175,5 +175,5 @@ def loss(network: CNN3D, batch: Batch, config: CNN3DConfig) -> torch.Tensor:
 
 FAMILY = Family(
     name="cnn3d", config=CNN3DConfig, build=build, batches=batches, loss=loss,
-    paper="Tuan & Phuong 2017 (3D-CNN)", item_content=item_content,
+    paper="Tuan & Phuong 2017 (3D-CNN)", item_content=item_content, next_item=True,
 )

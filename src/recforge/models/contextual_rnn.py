@@ -193,5 +193,5 @@ def loss(network: ContextualRNN, batch: Batch, config: ContextualRNNConfig) -> t
 
 FAMILY = Family(
     name="contextual_rnn", config=ContextualRNNConfig, build=build, batches=batches, loss=loss,
-    paper="Smirnova & Vasile 2017",
+    paper="Smirnova & Vasile 2017", next_item=True,
 )

@@ -111,5 +111,5 @@ def build(config: CooccurrenceConfig, train: InteractionData, item_vectors=None)
 
 FAMILY = Family(
     name="cooccurrence", config=CooccurrenceConfig, build=build, batches=no_batches, loss=no_loss,
-    trainable=False, paper="first-order Markov chain (Rendle et al. 2010, MC baseline)",
+    trainable=False, paper="first-order Markov chain (Rendle et al. 2010, MC baseline)", next_item=True,
 )

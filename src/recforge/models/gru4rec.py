@@ -128,5 +128,5 @@ def loss(network: GRU4Rec, batch: Batch, config: GRU4RecConfig) -> torch.Tensor:
 
 FAMILY = Family(
     name="gru4rec", config=GRU4RecConfig, build=build, batches=batches, loss=loss,
-    paper="Hidasi et al. 2016; Hidasi & Karatzoglou 2018",
+    paper="Hidasi et al. 2016; Hidasi & Karatzoglou 2018", next_item=True,
 )

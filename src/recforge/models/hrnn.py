@@ -201,5 +201,5 @@ def loss(network: HRNN, batch: Batch, config: HRNNConfig) -> torch.Tensor:
 
 FAMILY = Family(
     name="hrnn", config=HRNNConfig, build=build, batches=batches, loss=loss,
-    paper="Quadrana et al. 2017",
+    paper="Quadrana et al. 2017", next_item=True,
 )

@@ -99,5 +99,5 @@ def loss(network: LSTMNext, batch: Batch, config: LSTMConfig) -> torch.Tensor:
 
 FAMILY = Family(
     name="lstm", config=LSTMConfig, build=build, batches=batches, loss=loss,
-    paper="Hochreiter & Schmidhuber 1997; Sonie, Sarkar & Kumar (Concept to Code)",
+    paper="Hochreiter & Schmidhuber 1997; Sonie, Sarkar & Kumar (Concept to Code)", next_item=True,
 )

@@ -309,7 +309,7 @@ def next_item_family(name: str, config_cls: type[ModelConfig], network_cls: type
     def loss(network: NextItemNetwork, batch: Batch, config) -> torch.Tensor:
         return next_item_loss(network, batch, config.loss)
 
-    return Family(name=name, config=config_cls, build=build, batches=batches, loss=loss, paper=paper)
+    return Family(name=name, config=config_cls, build=build, batches=batches, loss=loss, paper=paper, next_item=True)
 
 
 FAMILY = next_item_family("sasrec", SASRecConfig, SASRec, "Kang & McAuley 2018 (SASRec)")

@@ -160,5 +160,5 @@ def build(config: SKNNConfig, train: InteractionData, item_vectors=None) -> Sess
 
 FAMILY = Family(
     name="sknn", config=SKNNConfig, build=build, batches=no_batches, loss=no_loss,
-    trainable=False, paper="Jannach & Ludewig 2017",
+    trainable=False, paper="Jannach & Ludewig 2017", next_item=True,
 )

@@ -80,10 +80,13 @@ class Recommender:
         warm_start: Mapping[str, Recommender | RecommenderNetwork] | None = None,
         callbacks: Sequence[Any] = (),
         checkpoint_dir: Path | None = None,
+        metrics: Sequence[str] = (),
     ) -> History:
         """Build the network on `train` and fit it; `seen` (default: train's matrix) is what
         `recommend` filters and what history-based networks read. `warm_start` hands the trained
-        models a family starts from (`Family.warm_start_from`, e.g. neumf from gmf and mlp)."""
+        models a family starts from (`Family.warm_start_from`, e.g. neumf from gmf and mlp).
+        `metrics` are validation metrics (`evaluation.selection` names) logged every epoch beside
+        the early-stopping one, e.g. for a tuning study's second objective."""
         if len(train) == 0:
             raise DataError("the training split is empty", source="train")
         started = time.perf_counter()
@@ -95,8 +98,8 @@ class Recommender:
         if self.family.pretrain is not None:
             self.family.pretrain(self.network, train, self.config, self.train_config)
         validate = None
-        if valid is not None and len(valid) and self.train_config.early_stopping_metric:
-            validate = self._validator(valid)
+        if valid is not None and len(valid) and (self.train_config.early_stopping_metric or metrics):
+            validate = self._validator(valid, metrics)
         epochs = self.train_config.epochs if self.family.trainable else 0
         cfg = self.train_config.model_copy(update={"epochs": epochs})
         family, config = self.family, self.config
@@ -144,20 +147,14 @@ class Recommender:
             networks[name] = given
         return family.warm_start(self.config, train, item_vectors, networks)
 
-    def _validator(self, valid: InteractionData):
-        from recforge.evaluation.protocols import full_ranking
+    def _validator(self, valid: InteractionData, metrics: Sequence[str] = ()):
+        """The fit loop's `validate`: the early-stopping metric and `metrics` on valid, each by its
+        name in `evaluation.selection` (ranking, rating or next-item)."""
+        from recforge.evaluation.selection import check_metric, make_validator
 
-        metric = self.train_config.early_stopping_metric
-        k = int(metric.split("@")[1]) if "@" in metric else 10
-
-        def validate(network) -> dict[str, float]:
-            network.eval()
-            try:
-                return full_ranking(self._score_fn(), self._seen, valid, ks=(k,))
-            finally:
-                network.train()
-
-        return validate
+        names = list(dict.fromkeys([m for m in (self.train_config.early_stopping_metric, *metrics) if m]))
+        parsed = [check_metric(m, self.family, self.uses_ratings) for m in names]
+        return make_validator(self, valid, parsed)
 
     # ---------------------------------------------------------------- queries
     def _require_fitted(self) -> RecommenderNetwork:

@@ -10,6 +10,7 @@ from recforge.evaluation.report import (
     build_leaderboard,
     evaluate_recommender,
     leaderboard_figure,
+    leaderboard_label,
     leaderboard_markdown,
     recommendations_table,
 )
@@ -35,14 +36,27 @@ def recommend_items(
     return recommendations_table(model, user_map, item_map, evaluation.top_k)
 
 
+TUNED_PREFIX = "tuned__"
+
+
 def report_leaderboard(
-    evaluation: EvaluationConfig, **metrics: dict[str, Any]
+    evaluation: EvaluationConfig, **metrics: dict[str, Any] | None
 ) -> tuple[pd.DataFrame, str, Any, dict[str, Any]]:
-    """Leaderboard table, its Markdown page and chart, and the flat metrics file DVC reads."""
+    """Leaderboard table, its Markdown page and chart, and the flat metrics file DVC reads.
+
+    `metrics`: `<family>=` each family's default test metrics and `tuned__<family>=` its tuned
+    ones (None when the family was never tuned); tuned rows sit below their default rows and
+    are keyed `<family> (tuned)` in the flat file."""
     k = evaluation.leaderboard_k
-    board = build_leaderboard(metrics, k=k)
+    tuned = {n.removeprefix(TUNED_PREFIX): m for n, m in metrics.items() if n.startswith(TUNED_PREFIX)}
+    default = {n: m for n, m in metrics.items() if not n.startswith(TUNED_PREFIX)}
+    board = build_leaderboard(default, k=k, tuned=tuned)
     flat = {
-        row["family"]: {c: row[c] for c in board.columns if c != "family" and pd.notna(row[c])}
+        leaderboard_label(row): {
+            c: (int(row[c]) if c == "trials" else row[c])
+            for c in board.columns
+            if c not in ("family", "variant") and pd.notna(row[c])
+        }
         for _, row in board.iterrows()
     }
     return board, leaderboard_markdown(board), leaderboard_figure(board, k=k), flat

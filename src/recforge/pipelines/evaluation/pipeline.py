@@ -10,12 +10,14 @@ from kedro.pipeline import Node, Pipeline
 
 from recforge.models.registry import FAMILIES
 from recforge.pipelines.evaluation.nodes import (
+    TUNED_PREFIX,
     evaluate_model,
     evaluate_session_model,
     recommend_items,
     report_leaderboard,
     report_session_leaderboard,
 )
+from recforge.pipelines.tuning.pipeline import TUNABLE
 
 SHARED = {"train", "test", "user_map", "item_map"}
 
@@ -56,7 +58,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             [
                 Node(
                     report_leaderboard,
-                    inputs={"evaluation": "params:evaluation", **{f: f"{f}.metrics" for f in FAMILIES}},
+                    inputs={
+                        "evaluation": "params:evaluation",
+                        **{f: f"{f}.metrics" for f in FAMILIES},
+                        # absent (None) for a family never tuned
+                        **{f"{TUNED_PREFIX}{f}": f"{f}.tuned_metrics" for f in TUNABLE},
+                    },
                     outputs=["leaderboard", "leaderboard_md", "leaderboard_plot", "metrics"],
                     name="report_leaderboard",
                 ),

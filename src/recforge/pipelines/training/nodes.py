@@ -8,7 +8,8 @@ that family's own config class: Kedro validates `params:<family>.model` and
 # No `from __future__ import annotations`: the annotations below must be real classes, evaluated
 # when each family's function is made, for Kedro's parameter validation to see them.
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -23,16 +24,69 @@ logger = logging.getLogger(__name__)
 RATING_EVENTS = ("rating",)
 
 
+def fit_inputs(
+    family: str,
+    uses_ratings: bool,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    user_map: pd.DataFrame,
+    item_map: pd.DataFrame,
+    upstream: Sequence[pd.DataFrame | Recommender],
+    with_vectors: bool = False,
+) -> dict[str, Any]:
+    """The split tables and a family's upstream inputs as `Recommender.fit`'s arguments:
+    {train, valid, seen, item_vectors, warm_start} (also what a tuning trial fits with).
+
+    `upstream`, positionally: the item vector table when `with_vectors` (`item_id` +
+    v0..v{D-1}, aligned to `item_map` here), else the items table when the family reads item
+    content (`Family.item_content`), then the trained models the family warm-starts from
+    (`Family.warm_start_from`, in that order).
+    """
+    fam = get_family(family)
+    n_users, n_items = len(user_map), len(item_map)
+    events = RATING_EVENTS if uses_ratings else None
+    upstream = list(upstream)
+    item_vectors = None
+    if with_vectors:
+        item_vectors = align_item_vectors(upstream.pop(0), item_map)
+    elif fam.item_content is not None:
+        item_vectors = fam.item_content(upstream.pop(0), item_map)
+    return {
+        "train": InteractionData.from_frame(train, n_users, n_items, name="train", events=events),
+        "valid": InteractionData.from_frame(valid, n_users, n_items, name="valid"),
+        "seen": InteractionData.from_frame(train, n_users, n_items, name="train").csr,
+        "item_vectors": item_vectors,
+        "warm_start": dict(zip(fam.warm_start_from, upstream, strict=True)) or None,
+    }
+
+
+def fit_recommender(
+    family: str,
+    model: Any,
+    training: TrainConfig,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    user_map: pd.DataFrame,
+    item_map: pd.DataFrame,
+    upstream: Sequence[pd.DataFrame | Recommender] = (),
+    with_vectors: bool = False,
+) -> Recommender:
+    """Fit `family` with these configs on the train split, early-stopping on valid when
+    configured."""
+    rec = Recommender(family, model, training)
+    inputs = fit_inputs(family, rec.uses_ratings, train, valid, user_map, item_map, upstream, with_vectors)
+    rec.fit(**inputs)
+    logger.info("%s: trained on %d interactions in %.1f s", family, len(inputs["train"]), rec.fit_seconds)
+    return rec
+
+
 def make_fit_model(family: str, with_vectors: bool = False) -> Callable[..., Recommender]:
     """The `fit_model` node function of one family, typed with the family's config class.
 
-    After the split tables and the two parameter blocks come, positionally: the item vector table
-    when `with_vectors` (`item_id` + v0..v{D-1}, aligned to `item_map` here), else the items table
-    when the family reads item content (`Family.item_content`), then the trained models the
-    family warm-starts from (`Family.warm_start_from`, in that order).
+    After the split tables and the two parameter blocks come the family's upstream inputs
+    (see `fit_inputs`).
     """
-    fam = get_family(family)
-    config_cls = fam.config
+    config_cls = get_family(family).config
 
     def fit_model(
         train: pd.DataFrame,
@@ -44,25 +98,10 @@ def make_fit_model(family: str, with_vectors: bool = False) -> Callable[..., Rec
         *upstream: pd.DataFrame | Recommender,
     ) -> Recommender:
         """Fit `family` on the train split, early-stopping on valid when configured."""
-        rec = Recommender(family, model, training)
-        n_users, n_items = len(user_map), len(item_map)
-        events = RATING_EVENTS if rec.uses_ratings else None
-        train_data = InteractionData.from_frame(train, n_users, n_items, name="train", events=events)
-        valid_data = InteractionData.from_frame(valid, n_users, n_items, name="valid")
-        seen = InteractionData.from_frame(train, n_users, n_items, name="train").csr
-        upstream = list(upstream)
-        item_vectors = None
-        if with_vectors:
-            item_vectors = align_item_vectors(upstream.pop(0), item_map)
-        elif fam.item_content is not None:
-            item_vectors = fam.item_content(upstream.pop(0), item_map)
-        warm_start = dict(zip(fam.warm_start_from, upstream, strict=True)) or None
-        rec.fit(train_data, valid_data, seen=seen, item_vectors=item_vectors, warm_start=warm_start)
-        logger.info("%s: trained on %d interactions in %.1f s", family, len(train_data), rec.fit_seconds)
-        return rec
+        return fit_recommender(family, model, training, train, valid, user_map, item_map, upstream, with_vectors)
 
     fit_model.__qualname__ = "fit_model"
     return fit_model
 
 
-__all__ = ["make_fit_model", "uses_ratings"]
+__all__ = ["fit_inputs", "fit_recommender", "make_fit_model", "uses_ratings"]
