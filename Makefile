@@ -27,8 +27,9 @@ test: $(STAMP)
 viz: $(STAMP)
 	$(VENV)/bin/kedro viz run --no-browser --host 127.0.0.1 --port 4141
 
+# the stages of `make run`; a bare `dvc repro` would also tune every family
 repro: $(STAMP)
-	$(VENV)/bin/dvc repro
+	$(VENV)/bin/dvc repro pretraining evaluation
 
 clean-venv:
 	rm -rf $(VENV)

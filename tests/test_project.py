@@ -23,7 +23,9 @@ TINY = {"ingestion": {"source": "synthetic", "synthetic": {"preset": "tiny", "se
 
 
 def _copy_project(dest: Path) -> Path:
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    # the working tree as the next commit would hold it: tracked files and new, not ignored ones
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
     for rel in files.stdout.splitlines():
         if rel.startswith("data/") and not rel.endswith(".gitkeep"):
             continue
@@ -42,6 +44,16 @@ def _copy_project(dest: Path) -> Path:
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "KEDRO_DISABLE_TELEMETRY": "true"}
+
+
+def _env_without_kedro() -> dict[str, str]:
+    """A shell that never activated a venv: no VIRTUAL_ENV, and no kedro anywhere on PATH."""
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    dirs = [d for d in env["PATH"].split(os.pathsep) if d and shutil.which("kedro", path=d) is None]
+    env["PATH"] = os.pathsep.join(dirs)
+    env["KEDRO_DISABLE_TELEMETRY"] = "true"
+    assert shutil.which("kedro", path=env["PATH"]) is None
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +88,26 @@ def test_dvc_stages_mirror_the_pipelines_and_the_registry():
 
     from recforge.pipeline_registry import register_pipelines
     from recforge.pipelines.training.pipeline import upstream_inputs
+    from recforge.pipelines.tuning.pipeline import DEFAULT_TUNED, TUNABLE
 
     configure_project("recforge")
     pipelines = register_pipelines()
-    own_stage = {name.split("-", 1)[1]: stage for name, stage in spec.items() if name.startswith("training-")}
+
+    def own_stages(pipeline: str) -> dict[str, dict]:
+        return {name.split("-", 1)[1]: stage for name, stage in spec.items() if name.startswith(f"{pipeline}-")}
+
+    own_stage, own_tuning = own_stages("training"), own_stages("tuning")
     assert sorted([*spec["training"]["foreach"], *own_stage]) == sorted(FAMILIES)
+    assert sorted([*spec["tuning"]["foreach"], *own_tuning]) == sorted(TUNABLE)
     for name, stage in spec.items():
         cmd = stage["do"]["cmd"] if "do" in stage else stage["cmd"]
         pipeline = name.split("-", 1)[0]
-        assert cmd.startswith(f"kedro run --pipelines {pipeline}")
+        # scripts/kedro, not kedro: `.venv/bin/dvc repro` runs without an activated venv
+        assert cmd.startswith(f"scripts/kedro run --pipelines {pipeline}")
         assert pipeline in pipelines
+    assert "tuned" in pipelines
+    tuning_cmd = "scripts/kedro run --pipelines tuning,tuned --namespaces {}"
+    assert spec["tuning"]["do"]["cmd"] == tuning_cmd.format("${item}")
     # a family reading upstream outputs has its own stage with their folders as deps
     catalog = yaml.safe_load((ROOT / "conf/base/catalog.yml").read_text())
     folder = {"vectors": "data/04_feature/{}", "model": "data/06_models/{}"}
@@ -101,13 +123,63 @@ def test_dvc_stages_mirror_the_pipelines_and_the_registry():
         if wanted:
             assert family in own_stage, family
             assert wanted <= set(own_stage[family]["deps"]), family
-            assert own_stage[family]["cmd"] == f"kedro run --pipelines training --namespaces {family}"
+            assert own_stage[family]["cmd"] == f"scripts/kedro run --pipelines training --namespaces {family}"
+            if family in TUNABLE:
+                assert family in own_tuning, family
+        if family in own_tuning:
+            # the foreach template for `family`, plus its upstream folders
+            stage, template = own_tuning[family], yaml.safe_dump(spec["tuning"]["do"])
+            expected = yaml.safe_load(template.replace("${item}", family))
+            assert stage["cmd"] == tuning_cmd.format(family)
+            assert set(stage["deps"]) == set(expected["deps"]) | wanted, family
+            assert (stage["params"], stage["outs"]) == (expected["params"], expected["outs"]), family
+    # every dataset of catalog_tuning.yml lies in its family's tuning outs
+    tuning_outs = spec["tuning"]["do"]["outs"]
+    for entry in yaml.safe_load((ROOT / "conf/base/catalog_tuning.yml").read_text()).values():
+        where = (entry.get("filepath") or entry["path"]).replace("{family}", "${item}")
+        assert any(where.startswith(f"{out}/") for out in tuning_outs), where
+    # the leaderboard reads every family's model and the default tuned rows; `data/06_models` as
+    # one dep would also hold data/06_models/tuning/ and pull every tuning stage into it
+    evaluation = set(spec["evaluation"]["deps"])
+    assert {f"data/06_models/{f}" for f in FAMILIES} <= evaluation
+    assert {f"data/08_reporting/tuning/{f}" for f in DEFAULT_TUNED} <= evaluation
+    assert not any(Path("data/06_models/tuning").is_relative_to(dep) for dep in evaluation)
+
+
+def test_kedro_wrapper_exits_127_without_kedro(tmp_path):
+    script = tmp_path / "scripts/kedro"
+    script.parent.mkdir()
+    shutil.copy2(ROOT / "scripts/kedro", script)  # no .venv next to this copy
+    out = subprocess.run([str(script), "run"], cwd=tmp_path, env=_env_without_kedro(), capture_output=True, text=True)
+    assert out.returncode == 127
+    assert "kedro not found" in out.stderr and "make install" in out.stderr
+
+
+def test_kedro_wrapper_runs_the_projects_venv_from_any_cwd(tmp_path):
+    script = ROOT / "scripts/kedro"
+    assert os.access(script, os.X_OK)
+    mode = subprocess.run(["git", "ls-files", "-s", "scripts/kedro"], cwd=ROOT, capture_output=True, text=True)
+    assert mode.stdout == "" or mode.stdout.startswith("100755"), "git must keep scripts/kedro executable"
+    project = tmp_path / "clone"
+    (project / "scripts").mkdir(parents=True)
+    shutil.copy2(script, project / "scripts/kedro")
+    fake = project / ".venv/bin/kedro"
+    fake.parent.mkdir(parents=True)
+    fake.write_text('#!/bin/sh\necho "venv kedro $*"\n')
+    fake.chmod(0o755)
+    out = subprocess.run([str(project / "scripts/kedro"), "run", "--pipelines", "ingestion"], cwd=tmp_path,
+                         env=_env_without_kedro(), capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "venv kedro run --pipelines ingestion\n"
 
 
 @pytest.mark.slow
 def test_dvc_repro_is_incremental(tmp_path):
     project = _copy_project(tmp_path / "dvcproj")
-    env = _env()
+    # a fresh clone after `make install`, driven from a shell that never activated the venv: every
+    # stage's cmd must find kedro through scripts/kedro
+    (project / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    env = _env_without_kedro()
 
     def dvc(*args: str) -> str:
         out = subprocess.run([str(BIN / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True)

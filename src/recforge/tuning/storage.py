@@ -3,12 +3,13 @@
 Every URL that reaches a log line or an error goes through `redact` first, so a database
 password never leaves this module. A running trial sends a heartbeat; when a worker dies (even
 by SIGKILL) the next worker that starts a trial marks its trial failed after the grace period
-and enqueues it again once (`RetryFailedTrialCallback`), so no trial stays "running" forever.
+and enqueues it again once (`RetryHeartbeatStaleTrialCallback`), so no trial stays "running" forever.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ def open_storage(url: str, heartbeat_seconds: int = 30) -> Any:
     """An `optuna.storages.RDBStorage` on `url` with heartbeats and one retry of a dead worker's
     trial; raises `TuningStorageError` naming the host and database when it cannot be reached."""
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
     from sqlalchemy.exc import ArgumentError
 
     try:
@@ -114,13 +115,16 @@ def open_storage(url: str, heartbeat_seconds: int = 30) -> Any:
     else:
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     try:
-        storage = RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_seconds,
-            grace_period=2 * heartbeat_seconds,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-        )
+        with warnings.catch_warnings():
+            # heartbeats are "experimental" in Optuna since 2.8; they are what makes dead workers safe
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_seconds,
+                grace_period=2 * heartbeat_seconds,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
     except ModuleNotFoundError as exc:
         raise TuningStorageError(f"the driver for {backend_url} is not installed ({exc.name})") from None
     except Exception as exc:  # noqa: BLE001 - every driver has its own error classes

@@ -361,13 +361,18 @@ def tune(
         )
     study.set_user_attr("metric", plan.metric.name)
     study.set_user_attr("objectives", plan.objective_names)
-    before = {t.number for t in study.trials}
     callbacks = []
     if tuning.max_trials is not None:
         callbacks.append(optuna.study.MaxTrialsCallback(tuning.max_trials, states=FINISHED))
         if sum(t.state in FINISHED for t in study.trials) >= tuning.max_trials:
             logger.info("study %s already holds %d finished trials (max_trials)", study.study_name, tuning.max_trials)
-    objective = make_objective(plan, train, valid, seen=seen, item_vectors=item_vectors, warm_start=warm_start)
+    fit_trial = make_objective(plan, train, valid, seen=seen, item_vectors=item_vectors, warm_start=warm_start)
+    made: list[int] = []  # this run's trials (other workers may add theirs to the study meanwhile)
+
+    def objective(trial: optuna.Trial):
+        made.append(trial.number)
+        return fit_trial(trial)
+
     t0 = time.perf_counter()
     remaining = tuning.n_trials
     if tuning.max_trials is not None:
@@ -378,7 +383,7 @@ def tune(
             callbacks=callbacks, gc_after_trial=True,
         )  # fmt: skip
     seconds = time.perf_counter() - t0
-    mine = [t for t in study.trials if t.number not in before]
+    mine = [t for t in study.trials if t.number in set(made)]
     result = TuningResult(study, plan, redact(storage_url), seconds, [t.number for t in mine])
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     failed = [t for t in mine if t.state == optuna.trial.TrialState.FAIL]
