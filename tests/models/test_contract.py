@@ -238,3 +238,16 @@ def test_pair_scores_match_full_scores_and_each_user_is_scored_once(family, trai
     pairs = rec.pair_score_fn()(users, items)
     torch.testing.assert_close(pairs, full, rtol=1e-4, atol=1e-4)
     assert sum(rows_scored) <= 6, rows_scored
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_next_item_flag_says_whether_the_network_scores_a_prefix(family, trained):
+    """Tuning picks next_item_mrr@20 by default for `Family.next_item` families and refuses
+    next-item metrics for the others: the flag must match what the network can do."""
+    from recforge.evaluation.sessions import prefix_scorer
+    from recforge.models.sequence import SequenceNetwork
+
+    network = trained(family).network
+    assert FAMILIES[family].next_item == isinstance(network, SequenceNetwork)
+    if FAMILIES[family].next_item:
+        assert prefix_scorer(network) is not None
