@@ -9,6 +9,7 @@ and enqueues it again once (`RetryHeartbeatStaleTrialCallback`), so no trial sta
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_CREATE_TRIES = 4
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def open_storage(url: str, heartbeat_seconds: int = 30) -> Any:
     trial; raises `TuningStorageError` naming the host and database when it cannot be reached."""
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError
 
     try:
         backend_url = redact(url)
@@ -115,16 +117,25 @@ def open_storage(url: str, heartbeat_seconds: int = 30) -> Any:
     else:
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     try:
-        with warnings.catch_warnings():
-            # heartbeats are "experimental" in Optuna since 2.8; they are what makes dead workers safe
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_seconds,
-                grace_period=2 * heartbeat_seconds,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
+        for attempt in range(_CREATE_TRIES):
+            try:
+                with warnings.catch_warnings():
+                    # heartbeats are "experimental" in Optuna since 2.8; they make dead workers safe
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    storage = RDBStorage(
+                        url,
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat_seconds,
+                        grace_period=2 * heartbeat_seconds,
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                    )
+                break
+            except (IntegrityError, ProgrammingError):
+                # two workers creating Optuna's tables in a new database at once: one loses the
+                # race; on the next try the tables exist
+                if backend == "sqlite" or attempt == _CREATE_TRIES - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     except ModuleNotFoundError as exc:
         raise TuningStorageError(f"the driver for {backend_url} is not installed ({exc.name})") from None
     except Exception as exc:  # noqa: BLE001 - every driver has its own error classes

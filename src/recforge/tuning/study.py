@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 import scipy.sparse as sp
 import torch
@@ -125,7 +126,7 @@ class PruningCallback:
 
 
 class _PerTrialSeed(optuna.samplers.BaseSampler):
-    """Reseeds the wrapped sampler with `seed + trial.number` before each trial.
+    """Reseeds the wrapped sampler from `(seed, trial.number)` before each trial.
 
     Trial numbers come from the storage, so the suggestions are a function of the seed and the
     storage state; a resumed study does not replay its first configurations, and two workers that
@@ -142,7 +143,8 @@ class _PerTrialSeed(optuna.samplers.BaseSampler):
                 rng.rng.seed(seed % 2**32)
 
     def before_trial(self, study, trial) -> None:
-        self._reseed(self._seed + trial.number)
+        # a hash of (seed, number): studies seeded 1 and 2 do not share draws one trial apart
+        self._reseed(int(np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0]))
         self._sampler.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):
