@@ -194,3 +194,18 @@ def test_an_unknown_family_in_namespaces_is_named():
     for bad in ("nope", "random"):  # random has nothing to tune
         with pytest.raises(ValueError, match=rf"namespaces.*{bad}"):
             pipelines["tuning"].only_nodes_with_namespaces([bad])
+
+
+def test_n_trials_zero_is_rejected_before_any_node_runs():
+    from kedro.validation.exceptions import ParameterValidationError
+    from kedro.validation.parameter_validator import ParameterValidator
+
+    from recforge.pipelines.tuning.pipeline import create_pipeline
+
+    pipeline = create_pipeline().only_nodes_with_namespaces(["bpr"])
+    raw = yaml.safe_load((CONF / "parameters_tuning.yml").read_text())
+    raw["tuning"]["bpr"]["n_trials"] = 0
+    raw["bpr"] = yaml.safe_load((CONF / "parameters_training.yml").read_text())["bpr"]
+    raw["ingestion"] = {"source": "synthetic"}
+    with pytest.raises(ParameterValidationError, match="n_trials must be at least 1"):
+        ParameterValidator({"tuning": pipeline}).validate_raw_params(raw)
