@@ -217,3 +217,17 @@ def test_a_corrupt_sqlite_file_is_reported_and_left_untouched(tmp_path):
     with pytest.raises(TuningStorageError, match="not an SQLite database.*left untouched"):
         open_storage(sqlite_url(path))
     assert path.read_bytes() == b"garbage" * 100
+
+
+def test_a_new_study_starts_from_the_base_parameters(data, tmp_path):
+    result = _tune(data, tmp_path, {"n_trials": 2, "pruner": "none"})
+    first = result.study.trials[0]
+    assert first.params == {"model.dim": BPR_MODEL["dim"], "training.lr": BPR_TRAINING["lr"]}
+    assert first.user_attrs["baseline"] is True
+    # the tuned best is never worse on valid than the defaults
+    assert result.study.best_value >= first.value
+    resumed = _tune(data, tmp_path, {"n_trials": 1, "pruner": "none"})
+    assert sum(t.user_attrs.get("baseline", False) for t in resumed.study.trials) == 1
+    # base values outside the space: the sampler alone
+    off = _tune(data, tmp_path, {"n_trials": 1, "pruner": "none"}, model={"dim": 64}, db="off.db")
+    assert "baseline" not in off.study.trials[0].user_attrs

@@ -30,6 +30,8 @@ class TuningConfig(BaseModel):
     - `patience`: early-stopping patience on the metric inside each trial (None: the family's).
     - `storage`: an SQLAlchemy URL (PostgreSQL for many workers); None is the embedded SQLite file
       `data/06_models/tuning/<family>/study.db`. Kedro credentials (`tuning_storage`) override it.
+      `try_defaults`: a new study's first trial is the family's own parameters (when they lie in
+      the space), so the best trial is never worse on valid than the default.
       `heartbeat_seconds`: a running trial's heartbeat on a database storage; a worker that dies
       leaves its trial to be failed (and retried once) by the next worker after twice as long.
     """
@@ -50,6 +52,7 @@ class TuningConfig(BaseModel):
     storage: str | None = None
     study_name: str | None = None
     heartbeat_seconds: int = Field(30, ge=1)
+    try_defaults: bool = Field(True, description="a new study's trial 0 is the family's base parameters")
     space: SearchSpace = Field(default_factory=SearchSpace)
 
     @field_validator("n_trials")

@@ -255,6 +255,30 @@ def _duration(trial: optuna.trial.FrozenTrial) -> float:
     return 0.0
 
 
+def baseline_params(plan: Plan) -> dict[str, Any] | None:
+    """The base parameters' values of the space's keys as Optuna params, or None when one of them
+    lies outside its distribution (then the study starts from the sampler alone)."""
+    from recforge.tuning.space import CategoricalDist, param_name
+
+    configs = {
+        "model": plan.family.config.model_validate(plan.base_model).model_dump(mode="json"),
+        "training": TrainConfig.model_validate(plan.base_training).model_dump(mode="json"),
+    }
+    out: dict[str, Any] = {}
+    for section, key, dist in plan.space.items():
+        value = configs[section].get(key)
+        if isinstance(dist, CategoricalDist):
+            if value not in dist.choices:
+                return None
+            value = dist.optuna_choices()[dist.choices.index(value)]
+        elif value is None or not dist.low <= value <= dist.high:
+            return None
+        elif dist.step and not math.isclose((value - dist.low) / dist.step, round((value - dist.low) / dist.step)):
+            return None  # off the grid of a stepped range
+        out[param_name(section, key)] = value
+    return out
+
+
 def trial_configs(plan: Plan, trial: optuna.Trial) -> tuple[Any, TrainConfig]:
     """The family config and TrainConfig of one trial: base parameters, then the trial's draw,
     then what the study fixes (early stopping on its metric, no progress bars)."""
@@ -361,6 +385,10 @@ def tune(
             f"study {study.study_name!r} in {redact(storage_url)} was created with directions "
             f"{[d.name.lower() for d in study.directions]}, not {plan.directions}; set another study_name"
         )
+    if not study.trials and tuning.try_defaults:
+        start = baseline_params(plan)
+        if start is not None:  # trial 0 is the family's own parameters: tuned is never worse on valid
+            study.enqueue_trial(start, user_attrs={"baseline": True})
     study.set_user_attr("metric", plan.metric.name)
     study.set_user_attr("objectives", plan.objective_names)
     callbacks = []
@@ -382,7 +410,7 @@ def tune(
     if remaining:
         study.optimize(
             objective, n_trials=remaining, timeout=tuning.timeout, catch=(Exception,),
-            callbacks=callbacks, gc_after_trial=True,
+            callbacks=callbacks, gc_after_trial=False,
         )  # fmt: skip
     seconds = time.perf_counter() - t0
     mine = [t for t in study.trials if t.number in set(made)]
