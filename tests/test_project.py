@@ -197,6 +197,23 @@ def test_dvc_repro_is_incremental(tmp_path):
     assert "Running stage 'splitting'" in third
     assert "Running stage 'ingestion'" not in third and "Running stage 'validation'" not in third
 
+    # README: `dvc exp run -S 'conf/base/parameters_tuning.yml:tuning.bpr.n_trials=50' tuning@bpr`,
+    # here with 2 trials; the tiny shop's users have few unseen items for the sampled protocol
+    evaluation = yaml.safe_load((ROOT / "conf/base/parameters_evaluation.yml").read_text())
+    evaluation["evaluation"]["n_negatives"] = 10
+    (project / "conf/local/parameters_evaluation.yml").write_text(yaml.safe_dump(evaluation))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True, capture_output=True)
+    subprocess.run([*git, "commit", "-qm", "baseline"], cwd=project, check=True, capture_output=True)
+    exp = dvc("exp", "run", "-S", "conf/base/parameters_tuning.yml:tuning.bpr.n_trials=2", "tuning@bpr")
+    assert "Running stage 'tuning@bpr'" in exp
+    best = yaml.safe_load((project / "data/06_models/tuning/bpr/best_params.yml").read_text())
+    assert best["n_trials"] == 2 and best["study_name"] == "bpr.synthetic"
+    tuned = yaml.safe_load((project / "conf/base/parameters_tuning.yml").read_text())["tuning"]
+    assert tuned["bpr"]["n_trials"] == 2 and tuned["mf"]["n_trials"] == 12  # -S set one key only
+    shown = dvc("exp", "show", "--csv", "--no-pager")
+    assert "tuning.bpr.n_trials" in shown.splitlines()[0]
+
 
 @pytest.mark.slow
 def test_kedro_viz_build_lists_the_pipelines_nodes(project):
