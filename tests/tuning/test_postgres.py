@@ -155,7 +155,11 @@ def test_two_worker_processes_share_one_study(postgres_url, tmp_path):  # noqa: 
     assert len(trials) == 3 + 2
     assert sorted(numbers) == list(range(5)), numbers
     assert all(t.state == TrialState.COMPLETE for t in trials), [(t.number, t.state) for t in trials]
-    assert len({tuple(sorted(t.params.items())) for t in trials}) == 5, "two trials drew the same configuration"
+    # workers that open a new study together may each queue the defaults as their first trial
+    # (`try_defaults`); every sampled trial is a different configuration
+    sampled = [t for t in trials if not t.user_attrs.get("baseline")]
+    assert 1 <= len(trials) - len(sampled) <= 2
+    assert len({tuple(sorted(t.params.items())) for t in sampled}) == len(sampled), "two trials drew the same configuration"
     by_worker = {w: sorted(t.number for t in trials if t.user_attrs.get("worker") == w) for w in ("1", "2")}
     assert len(by_worker["1"]) == 3 and len(by_worker["2"]) == 2, by_worker
     for w, report in reports.items():

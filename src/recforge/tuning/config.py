@@ -31,7 +31,8 @@ class TuningConfig(BaseModel):
     - `storage`: an SQLAlchemy URL (PostgreSQL for many workers); None is the embedded SQLite file
       `data/06_models/tuning/<family>/study.db`. Kedro credentials (`tuning_storage`) override it.
       `try_defaults`: a new study's first trial is the family's own parameters (when they lie in
-      the space), so the best trial is never worse on valid than the default.
+      the space), so the best trial is never worse on valid than the default (workers that open a
+      new study at the same moment may each run it once).
       `heartbeat_seconds`: a running trial's heartbeat on a database storage; a worker that dies
       leaves its trial to be failed (and retried once) by the next worker after twice as long.
     """
