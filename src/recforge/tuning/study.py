@@ -233,9 +233,11 @@ class TuningResult:
             "metric": plan.metric.name,
             "direction": plan.metric.direction,
             "objectives": plan.objective_names,
-            "best_value": best[0].values[0] if len(best) == 1 else None,
+            # one objective: its best value; two: the Pareto front, which may be a single trial
+            # when one trial is best on both
+            "best_value": best[0].values[0] if len(plan.objective_names) == 1 else None,
             "pareto_front": [dict(zip(plan.objective_names, v, strict=True)) for v in chosen_values]
-            if len(best) > 1 else None,
+            if len(plan.objective_names) > 1 else None,
             "model": model,
             "training": training,
             "tuned_keys": sorted([f"model.{k}" for k in model_over] + [f"training.{k}" for k in train_over]),
