@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,12 +48,15 @@ class FieldBatch:
     value: torch.Tensor
     slots: dict[str, slice]
     n_features: int
+    # per categorical / multi-hot field: how many rows held a value the vocabulary lacks (mapped
+    # to the unknown index 0), for the serving report
+    unknown: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
 
     def take(self, rows: torch.Tensor) -> FieldBatch:
-        return FieldBatch(self.index[rows], self.value[rows], self.slots, self.n_features)
+        return FieldBatch(self.index[rows], self.value[rows], self.slots, self.n_features, self.unknown)
 
 
 def _text(series: pd.Series) -> np.ndarray:
@@ -103,8 +106,43 @@ class FeatureEncoder:
                         source=table, column=col,
                     )  # fmt: skip
 
+    def _check_values(self, frame: pd.DataFrame, table: str, fitting: bool) -> None:
+        """Numeric columns hold numbers (text names its rows); at fit, no field is all-null and no
+        categorical vocabulary is a single value."""
+        for f in self.config.fields:
+            cols = f.columns if isinstance(f, CrossField) else [f.column]
+            if isinstance(f, NumericField | BucketisedField) or (isinstance(f, ContextField)):
+                raw = frame[f.column]
+                num = pd.to_numeric(raw, errors="coerce")
+                bad = num.isna() & raw.notna() & (raw.astype("string").str.strip() != "")
+                if bad.any():
+                    rows = frame.index[bad.to_numpy()].tolist()
+                    shown = [repr(v) for v in raw[bad].head(3)]
+                    raise DataError(
+                        f"field {f.name!r} is {f.kind} but the column holds non-numbers ({', '.join(shown)})",
+                        source=table, column=f.column, rows=rows,
+                    )  # fmt: skip
+            if not fitting or not len(frame):
+                continue
+            for col in cols:
+                if frame[col].isna().all():
+                    raise DataError(
+                        f"field {f.name!r}: every value is null in the training rows, so it cannot be "
+                        "fitted; fill the column or remove the field from the parameters",
+                        source=table, column=col,
+                    )  # fmt: skip
+            if isinstance(f, CategoricalField):
+                values = frame[f.column].dropna().astype(str).unique()
+                if len(values) == 1:
+                    raise DataError(
+                        f"field {f.name!r}: the training rows hold one value only ({values[0]!r}), so the "
+                        "field carries no signal; remove it from the parameters",
+                        source=table, column=f.column,
+                    )  # fmt: skip
+
     def fit(self, train: pd.DataFrame, table: str = "train") -> FeatureEncoder:
         self._check_columns(train, table)
+        self._check_values(train, table, fitting=True)
         state: dict[str, dict[str, Any]] = {}
         for f in self.config.fields:
             if isinstance(f, CategoricalField):
@@ -162,11 +200,15 @@ class FeatureEncoder:
     def encode(self, frame: pd.DataFrame, table: str = "rows") -> FieldBatch:
         state = self._fitted()
         self._check_columns(frame, table)
+        self._check_values(frame, table, fitting=False)
         n = len(frame)
         index_parts, value_parts, slots, at = [], [], {}, 0
+        unknown: dict[str, int] = {}
         for f in self.config.fields:
             s = state[f.name]
             idx, val = self._encode_field(f, s, frame, n)
+            if isinstance(f, CategoricalField | MultiHotField):
+                unknown[f.name] = self._unknown_rows(f, frame, idx)
             idx = np.where(idx > 0, idx + s["offset"], s["offset"])  # 0 stays the field's reserved row
             index_parts.append(idx.reshape(n, -1))
             value_parts.append(val.reshape(n, -1))
@@ -174,7 +216,16 @@ class FeatureEncoder:
             at += s["slots"]
         index = torch.from_numpy(np.concatenate(index_parts, axis=1).astype(np.int64))
         value = torch.from_numpy(np.concatenate(value_parts, axis=1).astype(np.float32))
-        return FieldBatch(index, value, slots, self.n_features)
+        return FieldBatch(index, value, slots, self.n_features, unknown)
+
+    @staticmethod
+    def _unknown_rows(f: Any, frame: pd.DataFrame, idx: np.ndarray) -> int:
+        """Rows with a value that encoded to the unknown index (a null is missing, not unknown)."""
+        present = frame[f.column].notna().to_numpy()
+        if isinstance(f, MultiHotField):
+            present = present & (_text(frame[f.column]) != "")
+            return int((present & (idx.reshape(len(frame), -1) == 0).all(axis=1)).sum())
+        return int((present & (idx == 0)).sum())
 
     def _encode_field(self, f: Any, s: dict[str, Any], frame: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray]:
         ones = np.ones(n, dtype=np.float32)

@@ -81,6 +81,12 @@ class Family:
     `item_content(items, item_map)`, when given, turns the canonical items table into the tensor
     `build` receives as `item_vectors` (cnn3d: the characters of each item's id, text and
     category); the training pipeline then hands the family the `items` table.
+    `fields(config, layout)`, when given, marks a field-aware family (`models.field_layers`): it
+    builds the family's core over rows of feature slots, which `build` wraps for (user, item)
+    pairs from the feature tables (passed as `item_vectors`) and `training.ctr` uses on
+    impression rows; the training pipeline hands such a family the `features` pipeline's tables.
+    `inputs_from_state(state_dict)`, when given, rebuilds what `build` received as `item_vectors`
+    from a saved state_dict, so `Recommender.load` sizes the network as it was trained.
     """
 
     name: str
@@ -98,6 +104,8 @@ class Family:
     warm_start: Callable[..., RecommenderNetwork] | None = None
     item_content: Callable[..., torch.Tensor] | None = None
     next_item: bool = False
+    fields: Callable[..., nn.Module] | None = None
+    inputs_from_state: Callable[[dict[str, torch.Tensor]], object] | None = None
 
 
 def no_batches(network, train, config, batch_size, generator) -> Iterator[Batch]:

@@ -13,6 +13,7 @@ from recforge.models import cooccurrence, sknn
 from recforge.models import cnn3d, narm, sasrec, tcn
 from recforge.models import contextual_rnn, gru4rec, hrnn, lstm
 from recforge.models import prod2vec_topk
+from recforge.models import deep_regression, deepfm, fm, lr, neural_mf_v1, neural_mf_v2, nfm, wide_deep
 from recforge.models.base import Family
 
 FAMILIES: dict[str, Family] = {
@@ -39,6 +40,14 @@ FAMILIES: dict[str, Family] = {
     "hrnn": hrnn.FAMILY,
     "lstm": lstm.FAMILY,
     "prod2vec_topk": prod2vec_topk.FAMILY,
+    "lr": lr.FAMILY,
+    "fm": fm.FAMILY,
+    "nfm": nfm.FAMILY,
+    "wide_deep": wide_deep.FAMILY,
+    "deepfm": deepfm.FAMILY,
+    "deep_regression": deep_regression.FAMILY,
+    "neural_mf_v1": neural_mf_v1.FAMILY,
+    "neural_mf_v2": neural_mf_v2.FAMILY,
 }
 
 

@@ -276,7 +276,8 @@ class Recommender:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         try:
-            torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp / "model.pt")
+            state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in net.state_dict().items()}
+            torch.save(state, tmp / "model.pt")  # a module's extra state (plain containers) as is
             sp.save_npz(tmp / "seen.npz", self._seen, compressed=True)
             meta = {
                 "format_version": _FORMAT_VERSION,
@@ -310,7 +311,8 @@ class Recommender:
         seen = sp.load_npz(path / "seen.npz").tocsr()
         state = torch.load(path / "model.pt", map_location=map_location, weights_only=True)
         shell = _shell_data(seen)
-        rec.network = rec.family.build(rec.config, shell, None)
+        inputs = rec.family.inputs_from_state(state) if rec.family.inputs_from_state is not None else None
+        rec.network = rec.family.build(rec.config, shell, inputs)
         rec.network.load_state_dict(state)
         rec.network.to(map_location).eval()
         rec._seen = seen

@@ -1,0 +1,43 @@
+"""`wide_deep`: Wide & Deep (Cheng et al. 2016, "Wide & Deep Learning for Recommender Systems").
+
+The wide part is a linear model over every sparse slot, crossed fields included (the
+memorisation of feature co-occurrences); the deep part is a ReLU tower over the concatenated
+embeddings of the non-crossed fields (generalisation). They are trained jointly: one logit.
+
+    ŷ = w_wideᵀ [x, φ(x)] + w_deepᵀ a^(l_f) + b
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from recforge.models.field_layers import FieldConfig, FieldCore, FieldLayout, field_family, mlp
+
+
+class WideDeepConfig(FieldConfig):
+    layers: list[int] = Field(default_factory=lambda: [128, 64])
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class WideDeep(FieldCore):
+    def __init__(self, layout: FieldLayout, config: WideDeepConfig) -> None:
+        super().__init__(layout, config.dim)
+        deep = [f for f, kind in enumerate(layout.field_kind) if kind != "cross"]
+        self.register_buffer("deep_fields", torch.tensor(deep, dtype=torch.int64), persistent=False)
+        width = len(deep) * config.dim
+        self.dnn = mlp([width, *config.layers], config.dropout)
+        self.out = nn.Linear(config.layers[-1] if config.layers else width, 1)
+
+    def forward(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:  # (B, S) x2 -> (B,)
+        wide = self.linear(index, value)  # (B,)
+        e = self.fields(self.embed(index, value)).index_select(1, self.deep_fields)  # (B, F', D)
+        return wide + self.out(self.dnn(e.flatten(1))).squeeze(-1)
+
+
+def core(config: WideDeepConfig, layout: FieldLayout) -> WideDeep:
+    return WideDeep(layout, config)
+
+
+FAMILY = field_family("wide_deep", WideDeepConfig, core, paper="Cheng et al. 2016 (Wide & Deep)")
