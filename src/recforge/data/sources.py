@@ -13,8 +13,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recforge.data.files import FilesConfig, load_files
+from recforge.data.foursquare import FoursquareConfig, load_foursquare
 from recforge.data.media import with_manifest
-from recforge.data.movielens import MovieLensConfig, load_movielens100k
+from recforge.data.movielens import MovieLens1MConfig, MovieLensConfig, load_movielens1m, load_movielens100k
 from recforge.data.schema import STRING, empty_interactions
 from recforge.data.session_sources import (
     DigineticaConfig,
@@ -34,13 +35,17 @@ class IngestionParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source: Literal["synthetic", "movielens100k", "files", "yoochoose", "diginetica", "retailrocket"] = "synthetic"
+    source: Literal[
+        "synthetic", "movielens100k", "movielens1m", "files", "yoochoose", "diginetica", "retailrocket", "foursquare"
+    ] = "synthetic"
     synthetic: ShopConfig = Field(default_factory=ShopConfig)
     movielens100k: MovieLensConfig = Field(default_factory=MovieLensConfig)
+    movielens1m: MovieLens1MConfig = Field(default_factory=MovieLens1MConfig)
     files: FilesConfig | None = None
     yoochoose: YooChooseConfig = Field(default_factory=YooChooseConfig)
     diginetica: DigineticaConfig = Field(default_factory=DigineticaConfig)
     retailrocket: RetailRocketConfig = Field(default_factory=RetailRocketConfig)
+    foursquare: FoursquareConfig = Field(default_factory=FoursquareConfig)
 
     @model_validator(mode="after")
     def _files_configured(self) -> IngestionParams:
@@ -89,13 +94,15 @@ def ingest(params: IngestionParams) -> Ingested:
             ground_truth_items=shop.ground_truth_items,
             ground_truth_users=shop.ground_truth_users,
         )
-    if params.source == "movielens100k":
-        interactions, items, users = load_movielens100k(params.movielens100k)
+    if params.source in ("movielens100k", "movielens1m"):
+        load = load_movielens100k if params.source == "movielens100k" else load_movielens1m
+        interactions, items, users = load(getattr(params, params.source))
         return Ingested(
             interactions, items, users, empty_interactions(), with_manifest({}), *_no_ground_truth()
         )
-    if params.source in SESSION_LOADERS:
-        data = SESSION_LOADERS[params.source](getattr(params, params.source))
+    if params.source in SESSION_LOADERS or params.source == "foursquare":
+        loader = load_foursquare if params.source == "foursquare" else SESSION_LOADERS[params.source]
+        data = loader(getattr(params, params.source))
         return Ingested(
             data.interactions, data.items, data.users, empty_interactions(), with_manifest({}), *_no_ground_truth()
         )
