@@ -197,14 +197,6 @@ def test_non_integer_i5_names_column_and_lines_csv_header_is_line_1(tmp_path):
     assert err.value.column == "I5" and err.value.rows == [4, 8] and "sample.csv" in str(err.value)
 
 
-def test_categorical_that_is_not_8_hex_characters(tmp_path):
-    rows = _rows(5, seed=9)
-    rows[3][14 + 6] = "17"  # C7: e.g. a shifted integer
-    with pytest.raises(DataError, match="8 hex characters") as err:
-        convert_criteo(write_tsv(tmp_path / "train.txt", rows), tmp_path / "c.parquet")
-    assert err.value.column == "C7" and err.value.rows == [4]
-
-
 def test_csv_header_is_checked(tmp_path):
     raw = write_csv(tmp_path / "sample.csv", _rows(3))
     raw.write_text(raw.read_text().replace("I5,", "I55,", 1))

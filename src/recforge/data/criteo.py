@@ -18,8 +18,9 @@ The parquet file (one row group per ``chunk_rows`` lines):
 - ``label``: int8, never null.
 - ``I1..I13``: int64, null = missing. Not float32: float32 is exact only up to 2**24 and I5 goes
   above 2.3e7. ``iter_criteo_batches`` hands them to training as float32 with NaN for missing.
-- ``C1..C26``: string, null = missing, Criteo's 8 hex characters as they are. Hashing or
-  vocabularies belong to the features step, which fits them on the training split.
+- ``C1..C26``: string, null = missing, Criteo's 8 hex characters stored as they are (not
+  checked: any token is a usable category). Hashing or vocabularies belong to the features step,
+  which fits them on the training split.
 
 It is written to a temporary file beside the target and renamed over it only once the whole input
 has converted, so a failure leaves no half-written parquet and an earlier output stays as it was.
@@ -63,7 +64,6 @@ SCHEMA = pa.schema(
 
 # Up to 18 digits fits int64; the optional ".0" is how the CSV samples write integers.
 _INT_PATTERN = r"^-?[0-9]{1,18}(\.0*)?$"
-_HEX_PATTERN = r"^[0-9a-fA-F]{8}$"
 _LINES_HINT = "Rows are 1-based line numbers in the file (a CSV header is line 1)"
 _SHOWN_SKIPS = 20
 
@@ -151,10 +151,6 @@ def _parse(lines: list[bytes], sep: str, numbers: np.ndarray, source: str) -> pa
     return table
 
 
-def _bad(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return ~pc.fill_null(mask, True).to_numpy(zero_copy_only=False)
-
-
 def _typed(table: pa.Table, numbers: np.ndarray, source: str) -> pa.Table:
     """The parsed strings as ``SCHEMA``; ``numbers`` holds each row's line number for errors."""
     label = table.column(LABEL)
@@ -163,20 +159,22 @@ def _typed(table: pa.Table, numbers: np.ndarray, source: str) -> pa.Table:
         raise DataError("label must be 0 or 1", source=source, column=LABEL, rows=numbers[bad].tolist(), hint=_LINES_HINT)
     out: dict[str, Any] = {LABEL: pc.cast(label, pa.int8())}
     for col in INT_COLUMNS:
-        raw = table.column(col)
-        bad = _bad(pc.match_substring_regex(raw, _INT_PATTERN))
-        if bad.any():
-            problem = "values that are not integers (empty means missing)"
-            raise DataError(problem, source=source, column=col, rows=numbers[bad].tolist(), hint=_LINES_HINT)
-        out[col] = pc.cast(pc.replace_substring_regex(raw, r"\.0*$", ""), pa.int64())
+        out[col] = _integers(table.column(col), col, numbers, source)
     for col in CAT_COLUMNS:
-        raw = table.column(col)
-        bad = _bad(pc.match_substring_regex(raw, _HEX_PATTERN))
-        if bad.any():
-            problem = "values that are not 8 hex characters (empty means missing)"
-            raise DataError(problem, source=source, column=col, rows=numbers[bad].tolist(), hint=_LINES_HINT)
-        out[col] = raw
+        out[col] = table.column(col)
     return pa.table(out, schema=SCHEMA)
+
+
+def _integers(raw: pa.ChunkedArray, column: str, numbers: np.ndarray, source: str) -> pa.ChunkedArray:
+    try:
+        return pc.cast(raw, pa.int64())  # train.txt: plain integers, the fast path
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    bad = ~pc.fill_null(pc.match_substring_regex(raw, _INT_PATTERN), True).to_numpy(zero_copy_only=False)
+    if bad.any():
+        problem = "values that are not integers (empty means missing)"
+        raise DataError(problem, source=source, column=column, rows=numbers[bad].tolist(), hint=_LINES_HINT)
+    return pc.cast(pc.replace_substring_regex(raw, r"\.0*$", ""), pa.int64())
 
 
 def convert_criteo(
@@ -191,8 +189,7 @@ def convert_criteo(
 
     Memory is bounded by the chunk, not the file. Lines with the wrong number of fields raise a
     ``DataError`` naming their line numbers, or with ``on_bad_rows="skip"`` are left out, counted
-    and logged. A label other than 0/1, a non-integer in I1..I13 or a C value that is not 8 hex
-    characters always raises. On any failure ``out_path`` is left as it was.
+    and logged. A label other than 0/1 or a non-integer in I1..I13 always raises. On any failure ``out_path`` is left as it was.
     """
     path, out_path = Path(path), Path(out_path)
     source = str(path)

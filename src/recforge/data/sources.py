@@ -54,8 +54,15 @@ class IngestionParams(BaseModel):
         return self
 
 
-# Session benchmarks: each reads its own sub-config of the same name.
-SESSION_LOADERS = {"yoochoose": load_yoochoose, "diginetica": load_diginetica, "retailrocket": load_retailrocket}
+# Published datasets: each reads its own sub-config of the same name and returns an object with
+# `interactions`, `items` and `users`.
+LOADERS = {
+    "yoochoose": load_yoochoose,
+    "diginetica": load_diginetica,
+    "retailrocket": load_retailrocket,
+    "foursquare": load_foursquare,
+}
+MOVIELENS_LOADERS = {"movielens100k": load_movielens100k, "movielens1m": load_movielens1m}
 
 
 @dataclass(frozen=True)
@@ -94,15 +101,13 @@ def ingest(params: IngestionParams) -> Ingested:
             ground_truth_items=shop.ground_truth_items,
             ground_truth_users=shop.ground_truth_users,
         )
-    if params.source in ("movielens100k", "movielens1m"):
-        load = load_movielens100k if params.source == "movielens100k" else load_movielens1m
-        interactions, items, users = load(getattr(params, params.source))
+    if params.source in MOVIELENS_LOADERS:
+        interactions, items, users = MOVIELENS_LOADERS[params.source](getattr(params, params.source))
         return Ingested(
             interactions, items, users, empty_interactions(), with_manifest({}), *_no_ground_truth()
         )
-    if params.source in SESSION_LOADERS or params.source == "foursquare":
-        loader = load_foursquare if params.source == "foursquare" else SESSION_LOADERS[params.source]
-        data = loader(getattr(params, params.source))
+    if params.source in LOADERS:
+        data = LOADERS[params.source](getattr(params, params.source))
         return Ingested(
             data.interactions, data.items, data.users, empty_interactions(), with_manifest({}), *_no_ground_truth()
         )
