@@ -7,6 +7,11 @@ process per run and reads the child's peak RSS from getrusage. Peak RSS should s
 grow: memory is bounded by `chunk_rows`, not by the file.
 
     .venv/bin/python bench/bench_criteo.py --rows 1000000 5000000 --sample ../shared/data/criteo-sample/criteo_sample.txt
+
+Measured (`--rows 1000000 3000000`, chunk_rows 250,000; 2-core AMD EPYC shared with other jobs):
+1M rows (230 MiB) in 6.0 s, 167k rows/s, peak RSS 617 MiB; 3M rows (689 MiB) in 11.8 s, 254k
+rows/s, peak RSS 631 MiB; 428 MiB of each is the interpreter after imports. Parquet is ~20% of the
+text. At these rates the 45M-row train.txt takes 3-5 minutes.
 """
 
 from __future__ import annotations

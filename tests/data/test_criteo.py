@@ -258,3 +258,14 @@ def test_unknown_format_and_missing_file(tmp_path):
     assert "kaggle.com" in str(err.value) and str(tmp_path / "nope.txt") in str(err.value)
     with pytest.raises(ValueError, match="raw file itself"):
         convert_criteo(write_tsv(tmp_path / "train.txt", [ROW_A]), tmp_path / "train.txt")
+
+
+def test_a_file_without_data_lines_is_an_error(tmp_path):
+    header_only = tmp_path / "sample.csv"
+    header_only.write_text(",".join(COLUMNS) + "\n")
+    with pytest.raises(DataError, match="no data lines"):
+        convert_criteo(header_only, tmp_path / "c.parquet")
+    only_bad = write_tsv(tmp_path / "train.txt", [ROW_A[:-1]])
+    with pytest.raises(DataError, match=r"no data lines \(1 skipped\)"):
+        convert_criteo(only_bad, tmp_path / "c.parquet", on_bad_rows="skip")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.csv", "train.txt"]

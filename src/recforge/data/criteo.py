@@ -238,6 +238,8 @@ def convert_criteo(
                 writer.write_table(table, row_group_size=len(lines))
                 rows += table.num_rows
                 groups += 1
+            if rows == 0:
+                raise DataError(f"no data lines ({skipped} skipped)", source=source)
             meta = {"source": path.name, "fmt": kind, "rows": rows, "skipped_lines": skipped, "skipped_examples": examples}
             writer.add_key_value_metadata({METADATA_KEY: json.dumps(meta)})
         os.replace(tmp, out_path)
