@@ -94,7 +94,18 @@ def test_dvc_stages_mirror_the_pipelines_and_the_registry():
     pipelines = register_pipelines()
 
     def own_stages(pipeline: str) -> dict[str, dict]:
-        return {name.split("-", 1)[1]: stage for name, stage in spec.items() if name.startswith(f"{pipeline}-")}
+        """`<pipeline>-<family>` stages, and each family of a `<pipeline>-<group>` foreach stage
+        (its `do` with the family for ${item})."""
+        out = {}
+        for name, stage in spec.items():
+            if not name.startswith(f"{pipeline}-"):
+                continue
+            if "foreach" in stage:
+                template = yaml.safe_dump(stage["do"])
+                out |= {f: yaml.safe_load(template.replace("${item}", f)) for f in stage["foreach"]}
+            else:
+                out[name.split("-", 1)[1]] = stage
+        return out
 
     own_stage, own_tuning = own_stages("training"), own_stages("tuning")
     assert sorted([*spec["training"]["foreach"], *own_stage]) == sorted(FAMILIES)
@@ -109,12 +120,16 @@ def test_dvc_stages_mirror_the_pipelines_and_the_registry():
     tuning_cmd = "scripts/kedro run --pipelines tuning,tuned --namespaces {}"
     assert spec["tuning"]["do"]["cmd"] == tuning_cmd.format("${item}")
     # a family reading upstream outputs has its own stage with their folders as deps
-    catalog = yaml.safe_load((ROOT / "conf/base/catalog.yml").read_text())
+    catalog = {}
+    for file in sorted((ROOT / "conf/base").glob("catalog*.yml")):
+        catalog |= yaml.safe_load(file.read_text())
     folder = {"vectors": "data/04_feature/{}", "model": "data/06_models/{}"}
 
     def path(dataset: str) -> str:
         if "." not in dataset:
-            return catalog[dataset]["filepath"]
+            where = catalog[dataset]["filepath"]
+            # a folder that is a stage's out holds the file (data/04_feature/features/...)
+            return where.rsplit("/", 1)[0] if where.startswith("data/04_feature/") else where
         namespace, kind = dataset.split(".")
         return folder[kind].format(namespace)
 

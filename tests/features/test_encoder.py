@@ -99,3 +99,37 @@ def test_batches_feed_an_fm_embedding_table():
     table = torch.nn.Embedding(enc.n_features, 4)
     e = table(batch.index) * batch.value.unsqueeze(-1)
     assert pairwise(e).shape == (4, 4)
+
+
+# ------------------------------------------------------------------ bad input
+def _fit(fields, frame):
+    from recforge.features import FeatureEncoder
+
+    return FeatureEncoder({"fields": fields}).fit(frame, table="users")
+
+
+def test_text_in_a_numeric_field_names_the_rows():
+    frame = pd.DataFrame({"price": ["1.5", "abc", None, "2", "n/a"]})
+    with pytest.raises(DataError, match=r"'users'.*'price'.*non-numbers \('abc', 'n/a'\).*rows: 1, 4"):
+        _fit([{"name": "price", "kind": "numeric", "column": "price"}], frame)
+
+
+def test_an_all_null_field_is_refused_at_fit():
+    frame = pd.DataFrame({"brand": pd.Series([None, None], dtype="string")})
+    with pytest.raises(DataError, match=r"'brand'.*every value is null"):
+        _fit([{"name": "brand", "kind": "categorical", "column": "brand"}], frame)
+
+
+def test_a_categorical_vocabulary_of_one_value_is_refused():
+    frame = pd.DataFrame({"country": ["fr", "fr", None]})
+    with pytest.raises(DataError, match=r"'country'.*one value only \('fr'\)"):
+        _fit([{"name": "country", "kind": "categorical", "column": "country"}], frame)
+
+
+def test_unseen_categories_at_serving_are_counted_not_fatal():
+    enc = _fit([{"name": "c", "kind": "categorical", "column": "c"},
+                {"name": "tags", "kind": "multi_hot", "column": "t", "max_len": 2}],
+               pd.DataFrame({"c": ["a", "b"], "t": ["x|y", "y"]}))  # fmt: skip
+    batch = enc.encode(pd.DataFrame({"c": ["a", "zz", None], "t": ["q", "x", None]}))
+    assert batch.unknown == {"c": 1, "tags": 1}
+    assert batch.index[1, batch.slots["c"]].item() == 0 and batch.index[0, batch.slots["tags"]][0].item() == 3

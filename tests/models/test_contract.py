@@ -13,8 +13,9 @@ from recforge.data.interactions import InteractionData
 from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.evaluation.protocols import full_ranking
+from recforge.features.tables import FieldTables, build_field_tables
 from recforge.models.registry import FAMILIES
-from recforge.training.recommender import Recommender
+from recforge.training.recommender import Recommender, uses_ratings
 
 # Small, fast settings per family for the contract (the real ones live in conf/base).
 FAST: dict[str, tuple[dict, dict]] = {
@@ -27,14 +28,50 @@ FAST: dict[str, tuple[dict, dict]] = {
     "sdae": ({"hidden": [64, 32], "pretrain_epochs": 3}, {"epochs": 25, "batch_size": 64, "lr": 0.01}),
     "rbm": ({"hidden": 32}, {"epochs": 25, "batch_size": 64, "lr": 0.02}),
     "als": ({"factors": 16}, {"epochs": 6}),
+    "lr": ({}, {"epochs": 10, "batch_size": 256, "lr": 0.01}),
+    "fm": ({}, {"epochs": 10, "batch_size": 256, "lr": 0.01}),
+    "nfm": ({"layers": [32]}, {"epochs": 10, "batch_size": 256, "lr": 0.01}),
+    "wide_deep": ({"layers": [32]}, {"epochs": 10, "batch_size": 256, "lr": 0.01}),
+    "deepfm": ({"layers": [32]}, {"epochs": 10, "batch_size": 256, "lr": 0.01}),
+    "deep_regression": ({}, {"epochs": 10, "batch_size": 256, "lr": 0.01}),
+    "neural_mf_v1": ({"layers": [16]}, {"epochs": 10, "batch_size": 256, "lr": 0.01}),
+    "neural_mf_v2": ({"layers": [16]}, {"epochs": 10, "batch_size": 256, "lr": 0.01}),
 }
+# The shop's attributes as the field-aware families read them (conf/base/parameters_features.yml
+# declares the same), with the user country x item brand cross for the wide part.
+SHOP_FEATURES = {
+    "user": {"fields": [
+        {"name": "age_group", "kind": "categorical", "column": "age_group"},
+        {"name": "country", "kind": "categorical", "column": "country"},
+        {"name": "device", "kind": "categorical", "column": "device"},
+    ]},
+    "item": {"fields": [
+        {"name": "category", "kind": "multi_hot", "column": "category", "sep": "/", "levels": "/", "max_len": 2},
+        {"name": "brand", "kind": "categorical", "column": "brand"},
+        {"name": "price", "kind": "numeric", "column": "price"},
+    ]},
+    "crosses": [{"name": "country_x_brand", "user": "country", "item": "brand", "buckets": 512}],
+}
+FIELD_FAMILIES = [f for f in FAMILIES if FAMILIES[f].fields is not None]
+_TABLES: dict[str, FieldTables] = {}
+
+
+def inputs(family: str) -> dict:
+    """What `fit` takes besides the split: the shop's feature tables for field-aware families."""
+    return {"item_vectors": _TABLES["shop"]} if FAMILIES[family].fields is not None else {}
 TRAINABLE = [f for f in FAMILIES if FAMILIES[f].trainable]
 # prod2vec_topk recommends the neighbours of the user's *last* item: its floor is next-item hit rate
 # on ordered sessions (tests/encoders/test_behaviour.py), not this random-holdout NDCG.
-RANKING = [
-    f for f in FAMILIES
-    if FAMILIES[f].task == "ranking" and f not in ("random", "popularity", "prod2vec_topk")
-]
+RATING = [f for f in FAMILIES if uses_ratings(FAMILIES[f], FAMILIES[f].config.model_validate(FAST.get(f, ({}, {}))[0]))]
+RANKING = [f for f in FAMILIES if f not in RATING and f not in ("random", "popularity", "prod2vec_topk")]
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Equal tensors, bit for bit, and equal extra state (a module's plain-container metadata)."""
+    assert a.keys() == b.keys()
+    tensors = [k for k in a if isinstance(a[k], torch.Tensor)]
+    torch.testing.assert_close({k: a[k] for k in tensors}, {k: b[k] for k in tensors}, rtol=0, atol=0)
+    assert {k: a[k] for k in a if k not in tensors} == {k: b[k] for k in b if k not in tensors}
 
 
 def make(family: str, **train_overrides) -> Recommender:
@@ -49,6 +86,8 @@ def shop_splits():
                          min_user_interactions=3, min_item_interactions=3)
     s = split_interactions(filter_interactions(shop.interactions, config), None, config)
     n_users, n_items = len(s.user_map), len(s.item_map)
+    _TABLES["shop"] = build_field_tables(shop.users, shop.items, s.user_map.to_frame(), s.item_map.to_frame(),
+                                         SHOP_FEATURES)  # fmt: skip
     frames = {"train": s.train, "valid": s.valid, "test": s.test}
     data = {k: InteractionData.from_frame(v, n_users, n_items) for k, v in frames.items()}
     ratings = {k: InteractionData.from_frame(v, n_users, n_items, events=("rating",)) for k, v in frames.items()}
@@ -63,7 +102,7 @@ def train_data(family, rec, shop_splits):
 def fitted(family, shop_splits, **overrides) -> Recommender:
     data, _ = shop_splits
     rec = make(family, **overrides)
-    rec.fit(train_data(family, rec, shop_splits), seen=data["train"].csr)
+    rec.fit(train_data(family, rec, shop_splits), seen=data["train"].csr, **inputs(family))
     return rec
 
 
@@ -139,9 +178,7 @@ def test_save_load_round_trip(family, trained, tmp_path):
 def test_same_seed_same_metrics(family, trained, shop_splits):
     again = fitted(family, shop_splits)
     assert ndcg10(again, shop_splits) == ndcg10(trained(family), shop_splits)
-    torch.testing.assert_close(
-        again.network.state_dict(), trained(family).network.state_dict(), rtol=0, atol=0
-    )
+    assert_same_state(again.network.state_dict(), trained(family).network.state_dict())
 
 
 class _StopAfter:
@@ -158,15 +195,16 @@ def test_interrupted_and_resumed_equals_uninterrupted(family, shop_splits, tmp_p
     data, _ = shop_splits
     epochs = {"epochs": 3}
     whole = make(family, **epochs)
-    whole.fit(train_data(family, whole, shop_splits), seen=data["train"].csr)
+    whole.fit(train_data(family, whole, shop_splits), seen=data["train"].csr, **inputs(family))
 
     first = make(family, **epochs)
     with pytest.raises(KeyboardInterrupt):
         first.fit(train_data(family, first, shop_splits), seen=data["train"].csr,
-                  callbacks=[_StopAfter(1)], checkpoint_dir=tmp_path)
+                  callbacks=[_StopAfter(1)], checkpoint_dir=tmp_path, **inputs(family))
     resumed = make(family, **epochs)
-    resumed.fit(train_data(family, resumed, shop_splits), seen=data["train"].csr, checkpoint_dir=tmp_path)
-    torch.testing.assert_close(resumed.network.state_dict(), whole.network.state_dict(), rtol=0, atol=0)
+    resumed.fit(train_data(family, resumed, shop_splits), seen=data["train"].csr, checkpoint_dir=tmp_path,
+                **inputs(family))
+    assert_same_state(resumed.network.state_dict(), whole.network.state_dict())
 
 
 @pytest.mark.parametrize("family", RANKING)
@@ -174,7 +212,7 @@ def test_learned_families_beat_popularity(family, trained, shop_splits):
     assert ndcg10(trained(family), shop_splits) > ndcg10(trained("popularity"), shop_splits)
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if FAMILIES[f].task == "rating"])
+@pytest.mark.parametrize("family", RATING)
 def test_explicit_families_beat_the_global_mean_rmse(family, trained, shop_splits):
     _, ratings = shop_splits
     test = ratings["test"]
@@ -195,6 +233,11 @@ def test_item_vectors_start_the_item_table_and_can_be_frozen(family, shop_splits
     train = train_data(family, rec, shop_splits)
     vectors = torch.randn(train.n_items, 8, generator=torch.Generator().manual_seed(0))
     fam = FAMILIES[family]
+    if fam.fields is not None:
+        # field-aware families read feature tables, not an item vector table: refused, named
+        with pytest.raises(TypeError, match="FieldTables of the features pipeline"):
+            fam.build(rec.config, train, vectors)
+        return
 
     def build(config, item_vectors):
         torch.manual_seed(rec.train_config.seed)  # as `fit` does before `build`

@@ -8,6 +8,7 @@ tensors and tuples of ints rather than as pickled objects.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from pathlib import Path
@@ -85,8 +86,12 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 
 
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of `module.state_dict()` (a snapshot, unaffected by later steps)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    """A detached CPU copy of `module.state_dict()` (a snapshot, unaffected by later steps); a
+    module's extra state (plain containers, `get_extra_state`) is deep-copied as it is."""
+    return {
+        k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+        for k, v in module.state_dict().items()
+    }
 
 
 def _fsync_dir(directory: Path) -> None:

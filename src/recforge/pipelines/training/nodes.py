@@ -15,6 +15,7 @@ import pandas as pd
 
 from recforge.data.interactions import InteractionData
 from recforge.encoders.vectors import align_item_vectors
+from recforge.features.tables import tables_from_frames
 from recforge.models.registry import get_family
 from recforge.training.config import TrainConfig
 from recforge.training.recommender import Recommender, uses_ratings
@@ -38,8 +39,9 @@ def fit_inputs(
     {train, valid, seen, item_vectors, warm_start} (also what a tuning trial fits with).
 
     `upstream`, positionally: the item vector table when `with_vectors` (`item_id` +
-    v0..v{D-1}, aligned to `item_map` here), else the items table when the family reads item
-    content (`Family.item_content`), then the trained models the family warm-starts from
+    v0..v{D-1}, aligned to `item_map` here), else the three feature tables for a field-aware
+    family (`Family.fields`: user_features, item_features, feature_meta), else the items table
+    when the family reads item content (`Family.item_content`), then the trained models the family warm-starts from
     (`Family.warm_start_from`, in that order).
     """
     fam = get_family(family)
@@ -49,6 +51,9 @@ def fit_inputs(
     item_vectors = None
     if with_vectors:
         item_vectors = align_item_vectors(upstream.pop(0), item_map)
+    elif fam.fields is not None:
+        user_features, item_features, meta = [upstream.pop(0) for _ in range(3)]
+        item_vectors = tables_from_frames(user_features, item_features, meta)
     elif fam.item_content is not None:
         item_vectors = fam.item_content(upstream.pop(0), item_map)
     return {

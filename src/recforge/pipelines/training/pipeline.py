@@ -9,6 +9,8 @@ Two kinds of upstream input, both fixed here so the pipeline's shape never depen
   table (`<namespace>.vectors`, data/04_feature/<namespace>/); whether the table is frozen is the
   family's `freeze_item_vectors` parameter. To start another family from, say, the `text`
   encoder's vectors, add `"bpr": "text"` (and the table's folder to its `dvc.yaml` deps).
+- `Family.fields`: a field-aware family (fm, deepfm, wide_deep …) reads the `features`
+  pipeline's tables (`FEATURE_TABLES`, data/04_feature/features/).
 - `Family.item_content`: a family that reads item content itself (cnn3d: the characters of
   each item's id, text and category) gets the canonical `items` table.
 - `Family.warm_start_from`: a family that starts from other trained families reads their
@@ -22,6 +24,8 @@ from recforge.models.registry import FAMILIES, get_family
 from recforge.pipelines.training.nodes import make_fit_model
 
 SPLIT_INPUTS = {"train", "valid", "user_map", "item_map"}
+# what a field-aware family (`Family.fields`) reads from the `features` pipeline
+FEATURE_TABLES = ("user_features", "item_features", "feature_meta")
 
 # family -> pretraining namespace whose item vectors initialise it
 ITEM_VECTORS: dict[str, str] = {"lstm": "prod2vec"}
@@ -33,6 +37,8 @@ def upstream(family: str) -> dict[str, str]:
     fam = get_family(family)
     if family in ITEM_VECTORS:
         item_side = {"item_vectors": f"{ITEM_VECTORS[family]}.vectors"}
+    elif fam.fields is not None:
+        item_side = {name: name for name in FEATURE_TABLES}
     else:
         item_side = {"items": "items"} if fam.item_content is not None else {}
     models = {f"{name}_model": f"{name}.model" for name in fam.warm_start_from}
