@@ -261,3 +261,15 @@ def test_movielens1m_env_parameters_ingest(raw_dir: Path) -> None:
     assert raw["source"] == "movielens1m" and raw["movielens1m"]["sha256"] == MovieLens1MConfig().sha256
     raw["movielens1m"] = {**raw["movielens1m"], "raw_dir": str(raw_dir)}
     assert len(ingest(IngestionParams.model_validate(raw)).interactions) == 4
+
+
+def test_colons_in_titles_and_stray_control_characters(raw_dir: Path) -> None:
+    text = "260::Star Wars: Episode IV - A New Hope (1977)::Action|Adventure|Sci-Fi\n2::Title: (1995)::Drama\n"
+    (raw_dir / "movies.dat").write_bytes(text.encode("latin-1"))
+    items = read_movies_1m(raw_dir / "movies.dat").set_index("item_id")
+    assert items.loc["260", "title"] == "Star Wars: Episode IV - A New Hope (1977)"
+    assert items.loc["2", "title"] == "Title: (1995)" and items.loc["260", "year"] == 1977
+    (raw_dir / "movies.dat").write_bytes(text.replace("Drama", "Dra\x1fma").encode("latin-1"))
+    with pytest.raises(DataError, match="control character") as err:
+        read_movies_1m(raw_dir / "movies.dat")
+    assert err.value.rows == [1]
