@@ -35,8 +35,20 @@ GAP_BUCKETS = 32
 
 def stable_hash(values: pd.Series) -> np.ndarray:
     """CRC32 of each value's text: the same ids in every process and on every machine (Python's
-    `hash` is salted per process)."""
-    return np.fromiter((zlib.crc32(str(v).encode()) for v in values), dtype=np.int64, count=len(values))
+    `hash` is salted per process). Each distinct value is hashed once."""
+    codes, uniques = pd.factorize(pd.Series(values, copy=False).astype(str), use_na_sentinel=False)
+    hashed = np.fromiter((zlib.crc32(str(v).encode()) for v in uniques), dtype=np.int64, count=len(uniques))
+    return hashed[codes]
+
+
+def _vocab_index(col: pd.Series, vocab: list[str]) -> np.ndarray:
+    """1 + the position of each value's text in `vocab`, 0 for a missing or unknown value; one
+    dictionary lookup per distinct value, not per row."""
+    present = col.notna().to_numpy()
+    codes, uniques = pd.factorize(col.astype("string").fillna(""), use_na_sentinel=False)
+    lookup = {v: i + 1 for i, v in enumerate(vocab)}
+    per_unique = np.fromiter((lookup.get(str(v), 0) for v in uniques), dtype=np.int64, count=len(uniques))
+    return np.where(present, per_unique[codes], 0)
 
 
 @dataclass
@@ -230,10 +242,7 @@ class FeatureEncoder:
     def _encode_field(self, f: Any, s: dict[str, Any], frame: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray]:
         ones = np.ones(n, dtype=np.float32)
         if isinstance(f, CategoricalField):
-            lookup = {v: i + 1 for i, v in enumerate(s["vocab"])}
-            col = frame[f.column]
-            idx = np.fromiter((lookup.get(str(v), 0) if pd.notna(v) else 0 for v in col), dtype=np.int64, count=n)
-            return idx, ones
+            return _vocab_index(frame[f.column], s["vocab"]), ones
         if isinstance(f, MultiHotField):
             lookup = {v: i + 1 for i, v in enumerate(s["vocab"])}
             idx = np.zeros((n, f.max_len), dtype=np.int64)
