@@ -45,7 +45,8 @@ class BinaryFileDataset(AbstractDataset[bytes, bytes]):
 
 
 class RecommenderDataset(AbstractDataset):
-    """A trained `Recommender` as a folder: state_dict + validated config + training matrix.
+    """A trained `Recommender` (or `training.ctr.CTRModel`) as a folder: state_dict + validated
+    config (+ the training matrix, or the row encoder).
 
     Saved atomically by `Recommender.save`; loaded with `torch.load(weights_only=True)`.
     """
@@ -59,12 +60,17 @@ class RecommenderDataset(AbstractDataset):
         self._missing_hint = missing_hint
 
     def _load(self):
+        import json
+
+        from recforge.training.ctr import CTRModel
         from recforge.training.recommender import Recommender
 
         if not (self._path / "config.json").is_file():
             hint = self._missing_hint or f"kedro run --pipelines training --namespaces {self._path.name}"
             raise DatasetError(f"no trained model at {self._path}: run `{hint}` first")
-        return Recommender.load(self._path, map_location=self._map_location)
+        kind = json.loads((self._path / "config.json").read_text()).get("kind")
+        estimator = CTRModel if kind == "ctr" else Recommender  # a click model or a recommender
+        return estimator.load(self._path, map_location=self._map_location)
 
     def _save(self, data) -> None:
         data.save(self._path)

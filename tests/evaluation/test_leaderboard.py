@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pandas as pd
 
 from recforge.evaluation.report import EvaluationConfig, build_leaderboard, leaderboard_markdown
@@ -62,3 +64,21 @@ def test_the_node_keys_tuned_rows_as_family_tuned_in_the_metrics_file():
     assert "trials" not in flat["bpr"]
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert "bpr (tuned)" in labels
+
+
+def test_the_rating_section_ranks_rating_families_against_the_mean_baselines():
+    from recforge.pipelines.evaluation.nodes import report_rating_leaderboard
+
+    train = pd.DataFrame({"item_id": ["a", "a", "b", "c"], "event": ["rating"] * 3 + ["view"],
+                          "value": [4.0, 5.0, 2.0, 1.0]})  # fmt: skip
+    test = pd.DataFrame({"item_id": ["a", "b", "z", "c"], "event": ["rating", "rating", "rating", "view"],
+                         "value": [5.0, 1.0, 3.0, 1.0]})  # fmt: skip
+    metrics = {"mf": {"rating": {"rmse": 0.5, "mae": 0.4, "n": 3}}, "bpr": {"full": {}}, "fm": None}
+    board, md = report_rating_leaderboard(train, test, **metrics)
+    assert list(board["family"]) == ["mf", "item mean", "global mean"]
+    mu = 11 / 3  # train's mean rating
+    np.testing.assert_allclose(board.set_index("family").loc["global mean", "mae"],
+                               np.mean(np.abs([5 - mu, 1 - mu, 3 - mu])))  # fmt: skip
+    # item mean: a -> 4.5, b -> 2, z (unrated) -> the global mean
+    np.testing.assert_allclose(board.set_index("family").loc["item mean", "mae"], np.mean([0.5, 1.0, abs(3 - mu)]))
+    assert "| *global mean* (baseline) |" in md and "| mf | 0.5000 | 0.4000 | 3 |" in md

@@ -12,6 +12,9 @@ from recforge.evaluation.report import (
     leaderboard_figure,
     leaderboard_label,
     leaderboard_markdown,
+    rating_baselines,
+    rating_leaderboard,
+    rating_markdown,
     recommendations_table,
 )
 from recforge.evaluation.sessions import evaluate_sessions, session_leaderboard
@@ -76,6 +79,15 @@ def evaluate_session_model(
     return evaluate_sessions(
         model, seen, test, ks=evaluation.ks, seed=evaluation.seed, batch_size=evaluation.batch_size
     )
+
+
+def report_rating_leaderboard(
+    train: pd.DataFrame, test: pd.DataFrame, **metrics: dict[str, Any] | None
+) -> tuple[pd.DataFrame, str]:
+    """The rating task's section: RMSE / MAE of every family trained on ratings, with the global
+    mean and item mean baselines."""
+    board = rating_leaderboard({f: m for f, m in metrics.items() if m}, rating_baselines(train, test))
+    return board, rating_markdown(board)
 
 
 def report_session_leaderboard(**session_metrics: dict[str, Any]) -> tuple[pd.DataFrame, str]:

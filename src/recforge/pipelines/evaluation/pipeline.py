@@ -15,6 +15,7 @@ from recforge.pipelines.evaluation.nodes import (
     evaluate_session_model,
     recommend_items,
     report_leaderboard,
+    report_rating_leaderboard,
     report_session_leaderboard,
 )
 from recforge.pipelines.tuning.pipeline import TUNABLE
@@ -66,6 +67,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                     },
                     outputs=["leaderboard", "leaderboard_md", "leaderboard_plot", "metrics"],
                     name="report_leaderboard",
+                ),
+                Node(
+                    report_rating_leaderboard,
+                    inputs={"train": "train", "test": "test", **{f: f"{f}.metrics" for f in FAMILIES}},
+                    outputs=["rating_leaderboard", "rating_leaderboard_md"],
+                    name="report_rating_leaderboard",
                 ),
                 Node(
                     report_session_leaderboard,
