@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from recforge.data.interactions import InteractionData
+from recforge.evaluation.context import context_ranking, model_context_fn, popularity_in_context
 from recforge.evaluation.metrics import catalogue_coverage, mae, rmse
 from recforge.evaluation.protocols import (
     evaluate_slices,
@@ -71,6 +72,9 @@ def evaluate_recommender(
         out["rating"] = (
             rating_prediction(recommender.pair_score_fn(), ratings, binary=False) if len(ratings) else {}
         )
+    in_context = model_context_fn(recommender)
+    if in_context is not None:  # a field-aware family reading the event's hour / weekday
+        out["context"] = context_ranking(in_context, test_data, seen=seen.csr, batch_size=config.batch_size)
     out["slices"] = evaluate_slices(
         score_fn, seen, test, config.ks, min_train=config.min_train, batch_size=config.batch_size
     )
@@ -280,4 +284,36 @@ def rating_markdown(board: pd.DataFrame) -> str:
         lines.append(f"| {name} | {r['rmse']:.4f} | {r['mae']:.4f} | {int(r['n']) if pd.notna(r['n']) else '–'} |")
     if not len(board):
         lines.append("| – | – | – | no rating events in this split |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ context-aware top-K
+CONTEXT_COLUMNS = ("recall@5", "recall@10", "map@5", "map@10", "ndcg@5", "ndcg@20")
+
+
+def context_leaderboard(
+    metrics: dict[str, dict[str, Any]], train: InteractionData, test: InteractionData
+) -> pd.DataFrame:
+    """Families whose rows read the event's context (their `context` metrics), with popularity in
+    the event's hour and weekday as baselines."""
+    rows = [{"family": f, **{c: m["context"][c] for c in CONTEXT_COLUMNS}, "baseline": False}
+            for f, m in metrics.items() if m and m.get("context")]  # fmt: skip
+    if rows and len(test):
+        for part in ("hour", "weekday"):
+            b = context_ranking(popularity_in_context(train, part), test)
+            rows.append({"family": f"popularity in {part}", **{c: b[c] for c in CONTEXT_COLUMNS}, "baseline": True})
+    board = pd.DataFrame(rows, columns=["family", *CONTEXT_COLUMNS, "baseline"])
+    return board.sort_values("ndcg@20", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def context_markdown(board: pd.DataFrame) -> str:
+    lines = ["# Context-aware top-K", "",
+             "Each test event ranks every item for its own user and time (hour of day, weekday): "
+             "deck 002 Assignment II's metrics. Only families whose feature tables declare `context`.", "",
+             "| family | " + " | ".join(CONTEXT_COLUMNS) + " |", "|---" * (len(CONTEXT_COLUMNS) + 1) + "|"]  # fmt: skip
+    for _, r in board.iterrows():
+        name = f"*{r['family']}* (baseline)" if r["baseline"] else r["family"]
+        lines.append(f"| {name} | " + " | ".join(f"{r[c]:.4f}" for c in CONTEXT_COLUMNS) + " |")
+    if not len(board):
+        lines.append("| – |" + " – |" * len(CONTEXT_COLUMNS) + " (no family reads the event context)")
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,9 @@ class FeatureTablesConfig(BaseModel):
     user: FeatureConfig | None = None
     item: FeatureConfig | None = None
     crosses: list[PairCross] = Field(default_factory=list)
+    # the event's own context, read off its timestamp (UTC) when a row is assembled: hour of day
+    # and day of week; ranking without an event (a plain top-K list) leaves these slots empty
+    context: list[Literal["hour", "weekday"]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _crosses_name_fields(self) -> FeatureTablesConfig:
@@ -87,6 +90,7 @@ class FieldTables:
     user: SideTable
     item: SideTable
     crosses: tuple[dict[str, Any], ...] = ()  # PairCross dumps
+    context: tuple[str, ...] = ()  # "hour", "weekday"
 
     @property
     def n_users(self) -> int:
@@ -157,6 +161,7 @@ def build_field_tables(
         user=fit_side(users, user_map, "user", config.user, "users"),
         item=fit_side(items, item_map, "item", config.item, "items"),
         crosses=tuple(c.model_dump() for c in config.crosses),
+        context=tuple(config.context),
     )
 
 
@@ -184,6 +189,7 @@ def tables_meta(tables: FieldTables) -> dict[str, Any]:
         for kind, side in tables.sides()
     }
     meta["crosses"] = list(tables.crosses)
+    meta["context"] = list(tables.context)
     return meta
 
 
@@ -201,7 +207,8 @@ def tables_from_frames(user_frame: pd.DataFrame, item_frame: pd.DataFrame, meta:
         slots = {name: slice(a, b) for name, (a, b) in m["slots"].items()}
         return SideTable(torch.from_numpy(index), torch.from_numpy(value), slots, int(m["n_features"]), m["encoder"])
 
-    return FieldTables(side(user_frame, "user"), side(item_frame, "item"), tuple(meta.get("crosses", ())))
+    return FieldTables(side(user_frame, "user"), side(item_frame, "item"), tuple(meta.get("crosses", ())),
+                       tuple(meta.get("context", ())))
 
 
 def encode_new(tables: FieldTables, kind: str, frame: pd.DataFrame) -> FieldBatch:

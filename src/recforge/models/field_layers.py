@@ -171,8 +171,15 @@ class FieldRecommender(RecommenderNetwork):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.meta = state["meta"]
 
-    def rows(self, user: torch.Tensor, item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,), (B,) -> index, value (B, S): user slots, item slots, then the pair crosses."""
+    @property
+    def has_context(self) -> bool:
+        return bool(self.context_spec.shape[0])
+
+    def rows(
+        self, user: torch.Tensor, item: torch.Tensor, timestamp: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B,)[, (B,)] -> index, value (B, S): user slots, item slots, the pair crosses, then
+        the event's context slots (hour, weekday of `timestamp`; value 0 — no effect — without)."""
         index = [self.user_index[user], self.item_index[item]]
         value = [self.user_value[user], self.item_value[item]]
         if self.cross_spec.shape[0]:
@@ -181,10 +188,32 @@ class FieldRecommender(RecommenderNetwork):
             u, i = self.user_attr_index[user][:, a], self.item_attr_index[item][:, b]  # (B, C)
             index.append((u * 1_000_003 + i) % buckets + 1 + offset)
             value.append(torch.ones_like(u, dtype=value[0].dtype))
+        if self.has_context:
+            period, size, offset = self.context_spec.unbind(1)  # (X,) each
+            if timestamp is None:
+                index.append(offset.expand(len(user), -1))
+                value.append(torch.zeros(len(user), len(offset), dtype=value[0].dtype, device=user.device))
+            else:
+                # hour: (t // 3600) % 24; weekday: ((t // 86400) + 3) % 7, Monday = 0 (1970-01-01 was a Thursday)
+                t = timestamp.to(torch.int64)[:, None] // period + torch.where(size == 7, 3, 0)
+                index.append(offset + 1 + t % size)
+                value.append(torch.ones(len(user), len(offset), dtype=value[0].dtype, device=user.device))
         return torch.cat(index, dim=1), torch.cat(value, dim=1)
 
-    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        return self.core(*self.rows(user, item))
+    def forward(self, user: torch.Tensor, item: torch.Tensor, timestamp: torch.Tensor | None = None) -> torch.Tensor:
+        return self.core(*self.rows(user, item, timestamp))
+
+    @torch.no_grad()
+    def score_in_context(self, user: torch.Tensor, timestamp: torch.Tensor) -> torch.Tensor:
+        """(B,), (B,) -> (B, n_items): every item for each (user, event time)."""
+        b, n = user.shape[0], self.n_items
+        chunk = max(1, _SCORE_ROWS // max(b, 1))
+        out = []
+        for start in range(0, n, chunk):
+            items = torch.arange(start, min(start + chunk, n), device=user.device)
+            c = len(items)
+            out.append(self(user.repeat_interleave(c), items.repeat(b), timestamp.repeat_interleave(c)).view(b, c))
+        return torch.cat(out, dim=1)
 
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         b, n = user.shape[0], self.n_items
@@ -235,11 +264,18 @@ def _user_item_layout(tables: FieldTables, config: FieldConfig) -> tuple[FieldLa
             cross_spec.append([a, b, int(c["buckets"]), offset])
             names.append(f"cross.{c['name']}"), kinds.append("cross"), sides.append("pair")
             offset += int(c["buckets"]) + 1
+    context_spec = []
+    for part in tables.context:
+        period, size = {"hour": (3600, 24), "weekday": (86400, 7)}[part]
+        context_spec.append([period, size, offset])
+        names.append(f"context.{part}"), kinds.append("context"), sides.append("context")
+        offset += size + 1
     if not names:
         raise ValueError("use_ids is false and there are no attribute fields: the rows would be empty")
     # slots in row order: every user part, then every item part
     order = [f for f in slot_field if sides[f] == "user"] + [f for f in slot_field if sides[f] == "item"]
     order += [f for f, k in enumerate(sides) if k == "pair"]
+    order += [f for f, k in enumerate(sides) if k == "context"]
     rows = {}
     for kind in ("user", "item"):
         n = n_users if kind == "user" else n_items
@@ -247,8 +283,10 @@ def _user_item_layout(tables: FieldTables, config: FieldConfig) -> tuple[FieldLa
         val = [p[1] for p in parts[kind]] or [torch.zeros(n, 0)]
         rows[f"{kind}_index"], rows[f"{kind}_value"] = torch.cat(idx, 1), torch.cat(val, 1).float()
     rows["cross_spec"] = torch.tensor(cross_spec, dtype=torch.int64).reshape(-1, 4)
+    rows["context_spec"] = torch.tensor(context_spec, dtype=torch.int64).reshape(-1, 3)
     layout = FieldLayout(offset, tuple(order), tuple(names), tuple(kinds), tuple(sides))
-    meta = {"user": _side_meta(tables.user), "item": _side_meta(tables.item), "crosses": list(tables.crosses)}
+    meta = {"user": _side_meta(tables.user), "item": _side_meta(tables.item), "crosses": list(tables.crosses),
+            "context": list(tables.context)}  # fmt: skip
     return layout, rows, meta
 
 
@@ -300,7 +338,7 @@ def tables_from_state(state: dict[str, Any]) -> FieldTables:
         return SideTable(state[f"{kind}_attr_index"], state[f"{kind}_attr_value"], slots,
                          int(m["n_features"]), m["encoder"])  # fmt: skip
 
-    return FieldTables(side("user"), side("item"), tuple(meta.get("crosses", ())))
+    return FieldTables(side("user"), side("item"), tuple(meta.get("crosses", ())), tuple(meta.get("context", ())))
 
 
 def batches(network: FieldRecommender, train, config: FieldConfig, batch_size: int,
@@ -309,31 +347,38 @@ def batches(network: FieldRecommender, train, config: FieldConfig, batch_size: i
     positive and `negatives` unobserved items with labels 1 and 0."""
     user = torch.as_tensor(train.user_idx, dtype=torch.int64)  # (N,)
     item = torch.as_tensor(train.item_idx, dtype=torch.int64)  # (N,)
+    when = torch.as_tensor(train.timestamp, dtype=torch.int64) if network.has_context else None
     if config.objective == "mse":
         target = torch.as_tensor(train.value, dtype=torch.float32)
         for idx in shuffled_chunks(len(user), batch_size, generator, _DRAW_ROWS):
             for b in range(0, len(idx), batch_size):
                 sel = idx[b : b + batch_size]
-                yield {"user": user[sel], "item": item[sel], "target": target[sel]}
+                batch = {"user": user[sel], "item": item[sel], "target": target[sel]}
+                yield batch | ({"timestamp": when[sel]} if when is not None else {})
         return
     positives = Positives(train.csr)
     k = 1 if config.objective == "bpr" else config.negatives
     for idx in shuffled_chunks(len(user), batch_size, generator, _DRAW_ROWS):
         u, i = user.index_select(0, idx), item.index_select(0, idx)  # (R,)
+        t = when.index_select(0, idx) if when is not None else None
         j = uniform_negatives(u, positives, k, generator)  # (R, k)
         for b in range(0, len(idx), batch_size):
-            yield {"user": u[b : b + batch_size], "item": i[b : b + batch_size], "negative": j[b : b + batch_size]}
+            s = slice(b, b + batch_size)
+            batch = {"user": u[s], "item": i[s], "negative": j[s]}
+            yield batch | ({"timestamp": t[s]} if t is not None else {})
 
 
 def loss(network: FieldRecommender, batch: Batch, config: FieldConfig) -> torch.Tensor:
-    u, i = batch["user"], batch["item"]
+    u, i, t = batch["user"], batch["item"], batch.get("timestamp")
     if config.objective == "mse":
-        return mse(network(u, i), batch["target"])
+        return mse(network(u, i, t), batch["target"])
     j = batch["negative"]  # (B, k)
     b, k = j.shape
     users = torch.cat([u, u.repeat_interleave(k)])  # (B + B·k,)
     items = torch.cat([i, j.reshape(-1)])
-    scores = network(users, items)
+    # a negative is scored in its positive's context (the same event, another item)
+    times = torch.cat([t, t.repeat_interleave(k)]) if t is not None else None
+    scores = network(users, items, times)
     pos, neg = scores[:b], scores[b:].view(b, k)
     if config.objective == "bpr":
         return bpr(pos, neg[:, 0])

@@ -11,6 +11,8 @@ from recforge.evaluation.report import (
     evaluate_recommender,
     leaderboard_figure,
     leaderboard_label,
+    context_leaderboard,
+    context_markdown,
     leaderboard_markdown,
     rating_baselines,
     rating_leaderboard,
@@ -88,6 +90,21 @@ def report_rating_leaderboard(
     mean and item mean baselines."""
     board = rating_leaderboard({f: m for f, m in metrics.items() if m}, rating_baselines(train, test))
     return board, rating_markdown(board)
+
+
+def report_context_leaderboard(
+    train: pd.DataFrame, test: pd.DataFrame, user_map: pd.DataFrame, item_map: pd.DataFrame,
+    **metrics: dict[str, Any] | None,
+) -> tuple[pd.DataFrame, str]:
+    """The context-aware top-K section: families reading the event's time, and popularity in
+    the event's hour / weekday."""
+    n_users, n_items = len(user_map), len(item_map)
+    board = context_leaderboard(
+        {f: m for f, m in metrics.items() if m},
+        InteractionData.from_frame(train, n_users, n_items, name="train"),
+        InteractionData.from_frame(test, n_users, n_items, name="test"),
+    )
+    return board, context_markdown(board)
 
 
 def report_session_leaderboard(**session_metrics: dict[str, Any]) -> tuple[pd.DataFrame, str]:

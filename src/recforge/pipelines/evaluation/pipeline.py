@@ -14,6 +14,7 @@ from recforge.pipelines.evaluation.nodes import (
     evaluate_model,
     evaluate_session_model,
     recommend_items,
+    report_context_leaderboard,
     report_leaderboard,
     report_rating_leaderboard,
     report_session_leaderboard,
@@ -73,6 +74,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                     inputs={"train": "train", "test": "test", **{f: f"{f}.metrics" for f in FAMILIES}},
                     outputs=["rating_leaderboard", "rating_leaderboard_md"],
                     name="report_rating_leaderboard",
+                ),
+                Node(
+                    report_context_leaderboard,
+                    inputs={"train": "train", "test": "test", "user_map": "user_map", "item_map": "item_map",
+                            **{f: f"{f}.metrics" for f in FAMILIES}},
+                    outputs=["context_leaderboard", "context_leaderboard_md"],
+                    name="report_context_leaderboard",
                 ),
                 Node(
                     report_session_leaderboard,
