@@ -294,3 +294,19 @@ def test_the_next_item_flag_says_whether_the_network_scores_a_prefix(family, tra
     assert FAMILIES[family].next_item == isinstance(network, SequenceNetwork)
     if FAMILIES[family].next_item:
         assert prefix_scorer(network) is not None
+
+
+def test_wide_deep_can_train_its_wide_part_with_adagrad(shop_splits):
+    from recforge.training.loop import build_optimizers
+
+    rec = Recommender("wide_deep", {"layers": [16], "wide_optimizer": "adagrad", "wide_lr_scale": 5.0},
+                      {"epochs": 3, "batch_size": 256, "lr": 0.01, "device": "cpu", "seed": 0})  # fmt: skip
+    data, _ = shop_splits
+    rec.fit(data["train"], seen=data["train"].csr, **inputs("wide_deep"))
+    opts = build_optimizers(rec.network, rec.train_config)
+    kinds = [type(o).__name__ for o in opts]
+    assert kinds == ["Adam", "Adagrad"]
+    wide = {id(p) for p in opts[1].param_groups[0]["params"]}
+    assert wide == {id(rec.network.core.weight.weight), id(rec.network.core.bias)}
+    assert opts[1].param_groups[0]["lr"] == pytest.approx(0.05)
+    assert rec.history.loss[-1] < rec.history.loss[0]

@@ -10,6 +10,8 @@ embeddings of the non-crossed fields (generalisation). They are trained jointly:
 from __future__ import annotations
 
 import torch
+from typing import Literal
+
 from pydantic import Field
 from torch import nn
 
@@ -19,6 +21,11 @@ from recforge.models.field_layers import FieldConfig, FieldCore, FieldLayout, fi
 class WideDeepConfig(FieldConfig):
     layers: list[int] = Field(default_factory=lambda: [128, 64])
     dropout: float = Field(0.1, ge=0, lt=1)
+    # the paper trains the wide part with FTRL + L1 and the deep part with AdaGrad; here the wide
+    # part can have an optimiser of its own (Adagrad or SGD, at `wide_lr_scale` x the loop's lr)
+    # while the rest follows `training.optimizer`. "same": one optimiser for both.
+    wide_optimizer: Literal["same", "adagrad", "sgd"] = "same"
+    wide_lr_scale: float = Field(1.0, gt=0)
 
 
 class WideDeep(FieldCore):
@@ -29,6 +36,13 @@ class WideDeep(FieldCore):
         width = len(deep) * config.dim
         self.dnn = mlp([width, *config.layers], config.dropout)
         self.out = nn.Linear(config.layers[-1] if config.layers else width, 1)
+        self.wide_optimizer, self.wide_lr_scale = config.wide_optimizer, config.wide_lr_scale
+
+    def optimizer_overrides(self) -> list[tuple[list[nn.Parameter], str, float]]:
+        """The wide part's weights under their own optimiser (see `training.loop.build_optimizers`)."""
+        if self.wide_optimizer == "same":
+            return []
+        return [([self.weight.weight, self.bias], self.wide_optimizer, self.wide_lr_scale)]
 
     def forward(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:  # (B, S) x2 -> (B,)
         wide = self.linear(index, value)  # (B,)

@@ -124,15 +124,33 @@ def build_optimizers(network: nn.Module, config: TrainConfig) -> list[torch.opti
         if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse
         for p in m.parameters(recurse=False)
     }
-    params = [p for p in network.parameters() if p.requires_grad]
+    # a module may train some of its parameters with an optimiser of their own (Wide & Deep's wide
+    # part with Adagrad, as the paper does): `optimizer_overrides()` -> [(params, name, lr_scale)]
+    own: list[torch.optim.Optimizer] = []
+    taken: set[int] = set()
+    for m in network.modules():
+        for group_params, opt_name, lr_scale in getattr(m, "optimizer_overrides", lambda: [])():
+            group_params = [p for p in group_params if p.requires_grad and id(p) not in taken]
+            if not group_params:
+                continue
+            taken |= {id(p) for p in group_params}
+            group = {"params": group_params, "lr": config.lr * lr_scale, "lr_scale": lr_scale}
+            own.append(torch.optim.Adagrad([group]) if opt_name == "adagrad" else torch.optim.SGD([group]))
+    params = [p for p in network.parameters() if p.requires_grad and id(p) not in taken]
     sparse = [p for p in params if id(p) in sparse_ids]
-    dense = [p for p in params if id(p) not in sparse_ids]
-    name, lr, wd = config.optimizer, config.lr, config.weight_decay
+    name = config.optimizer
     if sparse and name in ("adam", "adamw"):
         raise ValueError(
             f"the network has {len(sparse)} sparse embedding table(s), which {name!r} cannot update; "
             "use optimizer 'sparse_adam', 'sgd' or 'adagrad', or build the embeddings with sparse=False"
         )
+    return _main_optimizers(params, sparse_ids, config) + own
+
+
+def _main_optimizers(params: list[torch.Tensor], sparse_ids: set[int], config: TrainConfig) -> list[torch.optim.Optimizer]:
+    sparse = [p for p in params if id(p) in sparse_ids]
+    dense = [p for p in params if id(p) not in sparse_ids]
+    name, lr, wd = config.optimizer, config.lr, config.weight_decay
     if name == "sparse_adam":
         opts: list[torch.optim.Optimizer] = []
         if sparse:
@@ -270,7 +288,7 @@ def fit(
             lr = lr_at(epoch, config)
             for opt in optimizers:
                 for group in opt.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
             network.train()
             if bar is not None:
                 bar.start(epoch)
