@@ -100,3 +100,28 @@ def test_ctr_needs_a_field_aware_family():
 def test_metrics_refuse_a_single_class():
     with pytest.raises(ValueError, match="both clicks and non-clicks"):
         ctr_metrics(np.ones(4), np.full(4, 0.5))
+
+
+def test_on_the_shop_the_model_with_features_beats_the_same_model_without_them():
+    """The shop's clicks depend on context and attributes by construction (data/synthetic/
+    _impressions.py): DeepFM over the base parameters' fields against DeepFM over ids alone."""
+    from pathlib import Path
+
+    import yaml
+
+    from recforge.data.synthetic import ShopConfig, generate_shop
+    from recforge.features.impressions import CTRData, impression_table, split_by_time
+
+    shop = generate_shop(ShopConfig(preset="tiny", with_media=False, impression_rows=60_000))
+    conf = Path(__file__).resolve().parents[2] / "conf/base/parameters_ctr.yml"
+    data = CTRData.model_validate(yaml.safe_load(conf.read_text())["ctr"]["data"])
+    train, valid, test = split_by_time(impression_table(shop.impressions, shop.users, shop.items), data)
+    ids_only = {"fields": [f.model_dump() for f in data.fields.fields if f.name in ("user_id", "item_id")]}
+    scores = {}
+    for name, fields in (("features", data.fields), ("ids", ids_only)):
+        enc = FeatureEncoder(fields).fit(train)
+        model = CTRModel("deepfm", {"dim": 8, "layers": [32]}, {**TRAIN, "epochs": 3, "batch_size": 512})
+        model.fit(encode_rows(enc, train), encode_rows(enc, valid), enc)
+        scores[name] = model.evaluate(encode_rows(enc, test))
+    assert scores["features"]["auc"] > scores["ids"]["auc"] + 0.03
+    assert scores["features"]["logloss"] < scores["ids"]["logloss"]

@@ -6,7 +6,7 @@ ingestion pipeline keeps one shape whatever the source.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import pandas as pd
@@ -76,6 +76,19 @@ class Ingested:
     media: dict[str, bytes]
     ground_truth_items: pd.DataFrame
     ground_truth_users: pd.DataFrame
+    # items shown in lists with a click label (the CTR task); only the synthetic shop has one
+    impressions: pd.DataFrame = field(default_factory=lambda: empty_impressions())
+    ground_truth_impressions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"p_click": pd.Series(dtype="float32")}))
+
+
+def empty_impressions() -> pd.DataFrame:
+    """The impression log's columns with no rows (sources without one)."""
+    return pd.DataFrame({
+        "user_id": pd.Series(dtype=STRING), "item_id": pd.Series(dtype=STRING),
+        "timestamp": pd.Series(dtype="int64"), "list_id": pd.Series(dtype="int64"),
+        "position": pd.Series(dtype="int16"), "page": pd.Series(dtype=STRING),
+        "device": pd.Series(dtype=STRING), "label": pd.Series(dtype="int8"),
+    })  # fmt: skip
 
 
 def _no_ground_truth() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -100,6 +113,8 @@ def ingest(params: IngestionParams) -> Ingested:
             media=with_manifest(shop.media, source="synthetic shop"),
             ground_truth_items=shop.ground_truth_items,
             ground_truth_users=shop.ground_truth_users,
+            impressions=shop.impressions,
+            ground_truth_impressions=shop.ground_truth_impressions,
         )
     if params.source in MOVIELENS_LOADERS:
         interactions, items, users = MOVIELENS_LOADERS[params.source](getattr(params, params.source))

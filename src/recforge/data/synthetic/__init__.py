@@ -41,9 +41,17 @@ The generative story
    3.3 + 1.2 * affinity (z-score, centred on the typical viewed item) + 0.6 * quality + noise,
    rounded and clipped. Other events have
    value 1.0. Timestamps strictly increase within a session.
+8. *The impression log.* Apart from the sessions, visits (a user by activity, at a uniform time
+   after sign-up, on a page and a device) show lists of `list_length` items drawn by popularity;
+   each is clicked with a probability from the drifted affinity, quality, a position bias and
+   context and attribute effects (hour band x department, device x department, page, age group x
+   department, country x brand tier; sizes in `_impressions.py`). The `impressions` table
+   (user_id, item_id, timestamp, list_id, position, page, device, label; ids, page and device as
+   categoricals) feeds the CTR task; `ground_truth_impressions` holds each row's click probability.
 
-Presets (before overrides): tiny ~150 users x 100 items, ~4k interactions (tests); default
-2,000 x 1,000, ~100k (the main `kedro run`); large 40,000 x 8,000, > 1M. The same seed gives the
+Presets (before overrides): tiny ~150 users x 100 items, ~4k interactions, 6k impressions (tests);
+default 2,000 x 1,000, ~100k interactions, 300k impressions (the main `kedro run`); large 40,000 x
+8,000, > 1M interactions, 10M impressions. The same seed gives the
 same tables and the same media bytes; each part draws from its own random stream, so changing
 e.g. the image size leaves the interactions unchanged.
 """
@@ -60,6 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recforge.data.schema import EVENT_DTYPE, INTERACTION_COLUMNS, STRING
 from recforge.data.synthetic._behaviour import simulate_sessions
+from recforge.data.synthetic._impressions import simulate_impressions
 from recforge.data.synthetic._media import render_media
 from recforge.data.synthetic._text import item_texts, join
 from recforge.data.synthetic._world import (
@@ -92,12 +101,13 @@ class ShopSizes:
     n_items: int
     n_sessions: int
     n_weeks: int
+    impression_rows: int
 
 
 PRESETS: dict[str, ShopSizes] = {
-    "tiny": ShopSizes(n_users=150, n_items=100, n_sessions=600, n_weeks=6),
-    "default": ShopSizes(n_users=2_000, n_items=1_000, n_sessions=15_500, n_weeks=8),
-    "large": ShopSizes(n_users=40_000, n_items=8_000, n_sessions=175_000, n_weeks=12),
+    "tiny": ShopSizes(n_users=150, n_items=100, n_sessions=600, n_weeks=6, impression_rows=6_000),
+    "default": ShopSizes(n_users=2_000, n_items=1_000, n_sessions=15_500, n_weeks=8, impression_rows=300_000),
+    "large": ShopSizes(n_users=40_000, n_items=8_000, n_sessions=175_000, n_weeks=12, impression_rows=10_000_000),
 }
 
 
@@ -118,6 +128,8 @@ class ShopConfig(BaseModel):
     audio_sample_rate: int = Field(8000, ge=4000, le=48000)
     audio_seconds: float = Field(1.0, gt=0.0, le=10.0)
     with_media: bool = True
+    impression_rows: int | None = Field(None, ge=0, description="rows of the impression log; None = the preset's")
+    list_length: int = Field(10, ge=1, le=100, description="items shown per impression list")
 
     def sizes(self) -> ShopSizes:
         """The preset's sizes with this config's overrides applied."""
@@ -128,6 +140,7 @@ class ShopConfig(BaseModel):
             n_items=self.n_items if self.n_items is not None else base.n_items,
             n_sessions=max(self.n_sessions if self.n_sessions is not None else base.n_sessions, n_users),
             n_weeks=self.n_weeks if self.n_weeks is not None else base.n_weeks,
+            impression_rows=self.impression_rows if self.impression_rows is not None else base.impression_rows,
         )
 
 
@@ -141,6 +154,9 @@ class SyntheticShop:
     media: dict[str, bytes]
     ground_truth_items: pd.DataFrame
     ground_truth_users: pd.DataFrame
+    # lists of items shown (step 8 of the story); `ground_truth_impressions` holds each row's p_click
+    impressions: pd.DataFrame
+    ground_truth_impressions: pd.DataFrame
 
 
 def _ids(prefix: str, n: int, width: int) -> np.ndarray:
@@ -161,8 +177,10 @@ def generate_shop(config: ShopConfig) -> SyntheticShop:
     """Generate the whole shop (tables, media, ground truth) from `config`, deterministically."""
     sizes = config.sizes()
     horizon = sizes.n_weeks * 7 * DAY
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(7)]
-    rng_items, rng_users, rng_scale, rng_events, rng_text, rng_image, rng_audio = streams
+    # child i of a SeedSequence does not depend on how many are spawned: adding the impression
+    # stream (the 8th) leaves every earlier table and media byte as it was
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(8)]
+    rng_items, rng_users, rng_scale, rng_events, rng_text, rng_image, rng_audio, rng_shown = streams
 
     share = config.cold_start_share
     cat, centroids = draw_catalogue(sizes.n_items, config.n_factors, horizon, share, rng_items)
@@ -252,6 +270,8 @@ def generate_shop(config: ShopConfig) -> SyntheticShop:
             "is_cold": pop.is_cold,
         }
     )
+    shown = simulate_impressions(sizes.impression_rows, config.list_length, horizon, SHOP_EPOCH, cat, pop,
+                                 aff_mean, aff_std, user_ids, item_ids, rng_shown)  # fmt: skip
     logger.info(
         "synthetic shop %r (seed %d): %d users, %d items, %d sessions, %d interactions, %d media files",
         config.preset,
@@ -269,4 +289,6 @@ def generate_shop(config: ShopConfig) -> SyntheticShop:
         media=media,
         ground_truth_items=ground_truth_items,
         ground_truth_users=ground_truth_users,
+        impressions=shown.table,
+        ground_truth_impressions=pd.DataFrame({"p_click": shown.p_click}),
     )

@@ -14,6 +14,8 @@ OUTPUTS = (
     "media",
     "ground_truth_items",
     "ground_truth_users",
+    "impressions",
+    "ground_truth_impressions",
 )
 
 
