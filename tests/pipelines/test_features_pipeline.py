@@ -72,7 +72,7 @@ def test_features_then_training_fits_a_field_family_that_saves_its_encoders(tabl
     out = _run(features_pipeline(), {**features, "params:features": FeatureTablesConfig.model_validate(FEATURES)})
     user_features, item_features, meta = (out.load(n) for n in ("user_features", "item_features", "feature_meta"))
     assert list(user_features["user_idx"]) == list(range(40)) and len(item_features) == 20
-    assert set(meta) == {"user", "item", "crosses"} and meta["user"]["encoder"]["config"]["fields"][0]["name"] == "country"
+    assert set(meta) == {"user", "item", "crosses", "context"} and meta["user"]["encoder"]["config"]["fields"][0]["name"] == "country"
 
     train_pipe = training_pipeline().only_nodes_with_namespaces(["wide_deep"])
     params = {"params:wide_deep.model": FAMILIES["wide_deep"].config.model_validate({"dim": 8, "layers": [16]}),

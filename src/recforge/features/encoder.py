@@ -36,19 +36,38 @@ GAP_BUCKETS = 32
 def stable_hash(values: pd.Series) -> np.ndarray:
     """CRC32 of each value's text: the same ids in every process and on every machine (Python's
     `hash` is salted per process). Each distinct value is hashed once."""
-    codes, uniques = pd.factorize(pd.Series(values, copy=False).astype(str), use_na_sentinel=False)
+    codes, uniques = _distinct(pd.Series(values, copy=False))
     hashed = np.fromiter((zlib.crc32(str(v).encode()) for v in uniques), dtype=np.int64, count=len(uniques))
     return hashed[codes]
+
+
+def _distinct(col: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """(codes, distinct texts) with every row's text = texts[code]; a missing value is the text
+    "nan" / "<NA>" as `str` writes it (callers mask missing rows themselves). A categorical column
+    is read off its codes, without building a string per row."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy().astype(np.int64)
+        texts = [str(c) for c in col.cat.categories] + ["nan"]
+        return np.where(codes < 0, len(texts) - 1, codes), texts
+    codes, uniques = pd.factorize(col.astype(str), use_na_sentinel=False)
+    return codes, [str(u) for u in uniques]
 
 
 def _vocab_index(col: pd.Series, vocab: list[str]) -> np.ndarray:
     """1 + the position of each value's text in `vocab`, 0 for a missing or unknown value; one
     dictionary lookup per distinct value, not per row."""
     present = col.notna().to_numpy()
-    codes, uniques = pd.factorize(col.astype("string").fillna(""), use_na_sentinel=False)
+    codes, uniques = _distinct(col)
     lookup = {v: i + 1 for i, v in enumerate(vocab)}
-    per_unique = np.fromiter((lookup.get(str(v), 0) for v in uniques), dtype=np.int64, count=len(uniques))
+    per_unique = np.fromiter((lookup.get(v, 0) for v in uniques), dtype=np.int64, count=len(uniques))
     return np.where(present, per_unique[codes], 0)
+
+
+def _present_text(col: pd.Series) -> np.ndarray:
+    """Rows with a non-missing, non-empty value."""
+    codes, uniques = _distinct(col)
+    nonempty = np.fromiter((u != "" for u in uniques), dtype=bool, count=len(uniques))
+    return col.notna().to_numpy() & nonempty[codes]
 
 
 @dataclass
@@ -123,7 +142,9 @@ class FeatureEncoder:
         categorical vocabulary is a single value."""
         for f in self.config.fields:
             cols = f.columns if isinstance(f, CrossField) else [f.column]
-            if isinstance(f, NumericField | BucketisedField) or (isinstance(f, ContextField)):
+            if isinstance(f, NumericField | BucketisedField | ContextField) and not pd.api.types.is_numeric_dtype(
+                frame[f.column]
+            ):
                 raw = frame[f.column]
                 num = pd.to_numeric(raw, errors="coerce")
                 bad = num.isna() & raw.notna() & (raw.astype("string").str.strip() != "")
@@ -144,7 +165,7 @@ class FeatureEncoder:
                         source=table, column=col,
                     )  # fmt: skip
             if isinstance(f, CategoricalField):
-                values = frame[f.column].dropna().astype(str).unique()
+                values = frame[f.column].dropna().unique().astype(str)
                 if len(values) == 1:
                     raise DataError(
                         f"field {f.name!r}: the training rows hold one value only ({values[0]!r}), so the "
@@ -158,7 +179,9 @@ class FeatureEncoder:
         state: dict[str, dict[str, Any]] = {}
         for f in self.config.fields:
             if isinstance(f, CategoricalField):
-                counts = train[f.column].dropna().astype(str).value_counts()
+                counts = train[f.column].value_counts(dropna=True)
+                counts.index = counts.index.astype(str)
+                counts = counts.groupby(level=0).sum()
                 vocab = sorted(counts[counts >= f.min_count].index)
                 state[f.name] = {"vocab": vocab, "size": len(vocab) + 1, "slots": 1}
             elif isinstance(f, MultiHotField):
@@ -264,8 +287,7 @@ class FeatureEncoder:
             return np.where(np.isfinite(x), b, 0).astype(np.int64), ones
         if isinstance(f, HashedField):
             col = frame[f.column]
-            present = col.notna().to_numpy() & (_text(col) != "")
-            return np.where(present, 1 + stable_hash(col) % f.buckets, 0), ones
+            return np.where(_present_text(col), 1 + stable_hash(col) % f.buckets, 0), ones
         if isinstance(f, CrossField):
             joined = pd.Series(["\x1f".join(t) for t in zip(*(_text(frame[c]) for c in f.columns), strict=True)])
             present = frame[f.columns].notna().all(axis=1).to_numpy()

@@ -55,7 +55,12 @@ def impression_table(impressions: pd.DataFrame, users: pd.DataFrame, items: pd.D
             continue
         attrs = table.drop_duplicates(key).set_index(key)
         attrs = attrs.rename(columns={c: f"{kind}_{c}" for c in attrs.columns})
-        joined = attrs.reindex(out[key].astype(attrs.index.dtype)).reset_index(drop=True)
+        ids = out[key]
+        if isinstance(ids.dtype, pd.CategoricalDtype):  # one lookup per category, then by code
+            per_cat = attrs.reindex(pd.Index(ids.cat.categories.astype(str))).reset_index(drop=True)
+            joined = per_cat.reindex(ids.cat.codes.to_numpy()).reset_index(drop=True)  # code -1 (missing): nulls
+        else:
+            joined = attrs.reindex(ids.astype(str)).reset_index(drop=True)
         out = pd.concat([out, joined], axis=1)
     return out
 
