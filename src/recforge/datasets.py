@@ -145,3 +145,68 @@ class TuningStorageDataset(AbstractDataset[None, Any]):
         from recforge.tuning.storage import redact
 
         return {"storage": redact(self._url) if self._url else str(self._filepath)}
+
+
+class CriteoDataset(AbstractDataset[None, Any]):
+    """The Criteo click log as the `ctr` pipeline's impression table (read-only).
+
+    Converts the raw file (`recforge.data.criteo.convert_criteo`: streamed in chunks, bad lines
+    named or skipped) to `parquet_path` when the parquet is missing or older than the raw file,
+    then loads the last `max_rows` rows (all when None) by row groups. The raw file is never
+    modified."""
+
+    def __init__(self, raw_path: str, parquet_path: str, on_bad_rows: str = "error", chunk_rows: int = 250_000,
+                 max_rows: int | None = None, metadata: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self._raw, self._parquet = Path(raw_path), Path(parquet_path)
+        self._on_bad_rows, self._chunk_rows, self._max_rows = on_bad_rows, chunk_rows, max_rows
+        self.metadata = metadata
+
+    def _load(self):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from recforge.data.criteo import convert_criteo
+
+        stale = not self._parquet.is_file() or (
+            self._raw.is_file() and self._raw.stat().st_mtime > self._parquet.stat().st_mtime
+        )
+        if stale:
+            convert_criteo(self._raw, self._parquet, chunk_rows=self._chunk_rows, on_bad_rows=self._on_bad_rows)
+        f = pq.ParquetFile(self._parquet)
+        groups, rows = [], 0
+        for g in reversed(range(f.num_row_groups)):  # the latest rows: a time-ordered log's future
+            groups.insert(0, g)
+            rows += f.metadata.row_group(g).num_rows
+            if self._max_rows is not None and rows >= self._max_rows:
+                break
+        table = pa.concat_tables([f.read_row_group(g) for g in groups]) if groups else f.schema_arrow.empty_table()
+        frame = table.to_pandas()
+        return frame.tail(self._max_rows).reset_index(drop=True) if self._max_rows is not None else frame
+
+    def _save(self, data) -> None:
+        raise DatasetError("the Criteo log is read-only: put the raw file at its raw_path")
+
+    def _exists(self) -> bool:
+        return self._parquet.is_file() or self._raw.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"raw_path": str(self._raw), "parquet_path": str(self._parquet), "max_rows": self._max_rows}
+
+
+class EmptyTableDataset(AbstractDataset[None, Any]):
+    """An empty table (a source without users or items, e.g. Criteo): loads a DataFrame with no rows."""
+
+    def __init__(self, columns: list[str] | None = None, metadata: dict[str, Any] | None = None) -> None:
+        self._columns = list(columns or [])
+        self.metadata = metadata
+
+    def _load(self):
+        import pandas as pd
+
+        return pd.DataFrame({c: pd.Series(dtype="string") for c in self._columns})
+
+    def _save(self, data) -> None:
+        raise DatasetError("an EmptyTableDataset holds nothing")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"columns": self._columns}

@@ -20,9 +20,9 @@ from recforge.pipelines.ctr.nodes import (
     report_ctr,
 )
 
-# every field-aware family whose core reads rows of any fields (neural_mf_v1/v2 need user and item
-# sides, which `ctr.data.sides` declares)
-CTR_FAMILIES = ("lr", "fm", "nfm", "wide_deep", "deepfm", "deep_regression", "neural_mf_v1", "neural_mf_v2")
+# the field-aware families whose core reads a row of any fields; neural_mf_v1/v2 are deck 002's
+# rating models (two towers over the user's and the item's fields), judged on ratings
+CTR_FAMILIES = ("lr", "fm", "nfm", "wide_deep", "deepfm", "deep_regression")
 
 
 def create_family_pipeline(family: str) -> Pipeline:
