@@ -6,7 +6,7 @@ and the same models in DeepCTR-Torch on the same rows, fields, dims, epochs and 
 Each run is a fresh child process (peak RSS from getrusage). The impression log is generated once
 per size with the `large` preset (parquet in a temp folder), split by time 80/10/10; our models read
 it back as a `RowSource` of parquet row groups encoded on the fly, so memory is bounded by a row
-group, not by the log. DeepCTR-Torch (installed into its own venv with torch pinned to the same
+group, not by the log (the test rows are scored by row group as well). DeepCTR-Torch (installed into its own venv with torch pinned to the same
 version) gets the same encoded fields as per-field label columns in memory, its own loader.
 Writes bench/results/ctr.{md,json}.
 """
@@ -60,7 +60,7 @@ def make_log(rows: int, folder: Path) -> dict[str, str]:
     from recforge.features.impressions import CTRData, impression_table, split_by_time
 
     shop = generate_shop(ShopConfig(preset="large", with_media=False, impression_rows=rows))
-    table = impression_table(shop.impressions, shop.users, shop.items)
+    table = impression_table(shop.impressions, shop.users, shop.items, {f["column"] for f in FIELDS})
     parts = split_by_time(table, CTRData(fields={"fields": FIELDS}, valid_fraction=0.1, test_fraction=0.1))
     out = {}
     for name, part in zip(("train", "valid", "test"), parts, strict=True):
@@ -70,8 +70,6 @@ def make_log(rows: int, folder: Path) -> dict[str, str]:
 
 
 def ours(paths: dict[str, str], family: str, threads: int) -> dict:
-    import numpy as np
-    import pandas as pd
     import pyarrow.parquet as pq
     import torch
 
@@ -83,20 +81,21 @@ def ours(paths: dict[str, str], family: str, threads: int) -> dict:
     first = pq.ParquetFile(paths["train"]).read_row_group(0, columns=columns).to_pandas()
     encoder = FeatureEncoder({"fields": FIELDS}).fit(first, table="train")  # vocabularies of row group 0
 
-    def source():
-        f = pq.ParquetFile(paths["train"])
-        for g in range(f.num_row_groups):
-            yield encode_rows(encoder, f.read_row_group(g, columns=columns).to_pandas(), table="train")
+    def source(split: str):
+        def chunks():
+            f = pq.ParquetFile(paths[split])
+            for g in range(f.num_row_groups):
+                yield encode_rows(encoder, f.read_row_group(g, columns=columns).to_pandas(), table=split)
 
-    valid = encode_rows(encoder, pd.read_parquet(paths["valid"], columns=columns))
-    test = encode_rows(encoder, pd.read_parquet(paths["test"], columns=columns))
+        return chunks
+
     config, _, _ = FAMILIES[family]
     model = CTRModel(family, config, {"epochs": EPOCHS, "batch_size": BATCH, "lr": LR, "device": "cpu", "seed": 0,
                                       "num_threads": threads})  # fmt: skip
     t = time.perf_counter()
-    model.fit(source, None, encoder)
+    model.fit(source("train"), None, encoder)
     seconds = time.perf_counter() - t
-    m = model.evaluate(test)
+    m = model.evaluate(source("test"))  # streamed too: memory bounded by a row group
     n = sum(model.history.samples)
     return {"impl": "recforge", "family": family, "auc": m["auc"], "logloss": m["logloss"], "train_rows": n,
             "fit_seconds": seconds, "samples_per_s": n / sum(model.history.seconds), "n_test": m["n"]}  # fmt: skip

@@ -129,6 +129,8 @@ class FieldCore(nn.Module):
         nn.init.normal_(self.embedding.weight, std=0.01)
         nn.init.zeros_(self.weight.weight)
         self.register_buffer("slot_field", torch.tensor(layout.slot_field, dtype=torch.int64), persistent=False)
+        # one slot per field, in field order (no multi-hot): the pooling is the identity
+        self._one_slot_each = layout.slot_field == tuple(range(layout.n_fields))
 
     def linear(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """w0 + Σ_s w_{index_s} x_s: (B,)"""
@@ -140,6 +142,8 @@ class FieldCore(nn.Module):
 
     def fields(self, e: torch.Tensor) -> torch.Tensor:
         """(B, S, D) -> (B, F, D)."""
+        if self._one_slot_each:
+            return e
         return field_embeddings(e, self.slot_field, self.layout.n_fields)
 
 

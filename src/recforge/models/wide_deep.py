@@ -46,7 +46,9 @@ class WideDeep(FieldCore):
 
     def forward(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:  # (B, S) x2 -> (B,)
         wide = self.linear(index, value)  # (B,)
-        e = self.fields(self.embed(index, value)).index_select(1, self.deep_fields)  # (B, F', D)
+        e = self.fields(self.embed(index, value))  # (B, F, D)
+        if self.deep_fields.numel() != e.shape[1]:
+            e = e.index_select(1, self.deep_fields)  # (B, F', D): the crossed fields stay wide
         return wide + self.out(self.dnn(e.flatten(1))).squeeze(-1)
 
 

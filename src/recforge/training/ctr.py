@@ -193,8 +193,14 @@ class CTRModel:
             raise FloatingPointError(f"{self.name} produced {int((~np.isfinite(p)).sum())} non-finite click probabilities")
         return p
 
-    def evaluate(self, rows: Rows) -> dict[str, float]:
-        return ctr_metrics(rows.label.numpy(), self.predict(rows))
+    def evaluate(self, rows: Rows | RowSource) -> dict[str, float]:
+        """`ctr_metrics` on rows, or on a source of row chunks (predicted chunk by chunk, so only
+        the labels and probabilities of the whole set are held)."""
+        labels_, probs = [], []
+        for chunk in _chunks(rows):
+            labels_.append(chunk.label.numpy())
+            probs.append(self.predict(chunk))
+        return ctr_metrics(np.concatenate(labels_), np.concatenate(probs))
 
     def encoder(self) -> FeatureEncoder:
         """The training encoder, to encode new impressions for serving."""
