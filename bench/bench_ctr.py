@@ -3,7 +3,7 @@ and the same models in DeepCTR-Torch on the same rows, fields, dims, epochs and 
 
     .venv/bin/python bench/bench_ctr.py --rows 1000000 10000000 --deepctr /tmp/deepctr/bin/python
 
-Each run is a fresh child process (peak RSS from getrusage). The impression log is generated once
+Each run is a fresh child process (peak RSS: its VmHWM). The impression log is generated once
 per size with the `large` preset (parquet in a temp folder), split by time 80/10/10; our models read
 it back as a `RowSource` of parquet row groups encoded on the fly, so memory is bounded by a row
 group, not by the log (the test rows are scored by row group as well). DeepCTR-Torch (installed into its own venv with torch pinned to the same
@@ -148,11 +148,20 @@ def deepctr(paths: dict[str, str], family: str, threads: int) -> dict:
             "fit_seconds": seconds, "samples_per_s": len(train) * EPOCHS / seconds, "n_test": len(y)}  # fmt: skip
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not getrusage's ru_maxrss: Linux carries the
+    forking parent's high-water mark across exec into it (the parent holds the whole log)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args) -> None:
     paths = json.loads(args.paths)
     fn = ours if args.impl == "recforge" else deepctr
     out = fn(paths, args.family, args.threads)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(out), flush=True)
 
 

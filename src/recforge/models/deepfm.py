@@ -13,7 +13,16 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from recforge.models.field_layers import FieldConfig, FieldCore, FieldLayout, field_family, mlp
+from recforge.models.field_layers import (
+    FieldConfig,
+    FieldCore,
+    FieldLayout,
+    field_family,
+    grid_first_layer,
+    grid_linear,
+    grid_power,
+    mlp,
+)
 from recforge.models.interactions import pairwise
 
 
@@ -34,6 +43,19 @@ class DeepFM(FieldCore):
         fm = self.linear(index, value) + pairwise(e).sum(-1)  # (B,)
         deep = self.out(self.dnn(self.fields(e).flatten(1))).squeeze(-1)  # (B, F·D) -> (B,)
         return fm + deep
+
+    @property
+    def grid_width(self) -> int:
+        return self.embedding.embedding_dim * 3 + self.dnn[0].out_features if len(self.dnn) else 64
+
+    def score_grid(self, parts) -> torch.Tensor:  # users x items at once: (B, C)
+        p1, p2 = grid_power(self.embedding, parts, 1), grid_power(self.embedding, parts, 2)
+        fm = grid_linear(self.weight, self.bias, parts) + 0.5 * (p1 * p1 - p2).sum(-1)
+        fields = list(range(self.layout.n_fields))
+        if not len(self.dnn):  # no tower: the output layer reads the embeddings themselves
+            return fm + grid_first_layer(self.embedding, self.out, parts, self.slot_field, fields).squeeze(-1)
+        first = grid_first_layer(self.embedding, self.dnn[0], parts, self.slot_field, fields)
+        return fm + self.out(self.dnn[1:](first)).squeeze(-1)
 
 
 def core(config: DeepFMConfig, layout: FieldLayout) -> DeepFM:

@@ -117,6 +117,56 @@ def mlp(sizes: list[int], dropout: float, act: type[nn.Module] = nn.ReLU) -> nn.
     return nn.Sequential(*layers)
 
 
+# ------------------------------------------------------------------ scoring a users x items grid
+# `FieldRecommender.score_all` hands a core that has `score_grid(parts)` the rows of a grid in
+# parts instead of B x C assembled rows: ("user", index (B, s), value, slot positions), ("item",
+# (C, s) ...), ("pair", (B, C, s) ...). Sums over slots split into sums over parts, so FM-style
+# terms and a DNN's first layer cost O(B·C·D) rather than O(B·C·S·D) gathers.
+GridPart = tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _spread(kind: str, t: torch.Tensor) -> torch.Tensor:
+    """A part's per-user (B, ...) or per-item (C, ...) result, broadcastable to (B, C, ...)."""
+    return t.unsqueeze(1) if kind == "user" else t.unsqueeze(0) if kind == "item" else t
+
+
+def grid_linear(weight: nn.Embedding, bias: torch.Tensor, parts: list[GridPart]) -> torch.Tensor:
+    """w0 + Σ_s w_s x_s over the grid: (B, C)."""
+    out = bias
+    for kind, index, value, _ in parts:
+        out = out + _spread(kind, (weight(index).squeeze(-1) * value).sum(-1))
+    return out
+
+
+def grid_power(embedding: nn.Embedding, parts: list[GridPart], order: int) -> torch.Tensor:
+    """p_r = Σ_s (x_s v_s)^r over the grid: (B, C, D)."""
+    out = None
+    for kind, index, value, _ in parts:
+        term = _spread(kind, (embedding(index) * value.unsqueeze(-1)).pow(order).sum(-2))
+        out = term if out is None else out + term
+    return out
+
+
+def grid_first_layer(
+    embedding: nn.Embedding, layer: nn.Linear, parts: list[GridPart], slot_field: torch.Tensor, fields: list[int]
+) -> torch.Tensor:
+    """`layer` applied to the concatenated (pooled) embeddings of `fields`, over the grid:
+    W [e_f1; …; e_fm] + b = Σ_s W_{field(s)} e_s + b, a sum over parts: (B, C, H)."""
+    d = embedding.embedding_dim
+    w = layer.weight.view(layer.out_features, len(fields), d)  # (H, m, D)
+    column = torch.full((int(slot_field.max()) + 1,), -1, dtype=torch.int64, device=w.device)
+    column[torch.as_tensor(fields, device=w.device)] = torch.arange(len(fields), device=w.device)
+    out = layer.bias
+    for kind, index, value, positions in parts:
+        cols = column[slot_field[positions]]  # (s,): the part's slots' columns, -1 = not read
+        keep = cols >= 0
+        if not bool(keep.any()):
+            continue
+        e = embedding(index[..., keep]) * value[..., keep].unsqueeze(-1)  # (..., s', D)
+        out = out + _spread(kind, torch.einsum("...sd,hsd->...h", e, w[:, cols[keep], :]))
+    return out
+
+
 class FieldCore(nn.Module):
     """Base of the cores: one embedding table and one first-order weight per global feature."""
 
@@ -219,8 +269,33 @@ class FieldRecommender(RecommenderNetwork):
             out.append(self(user.repeat_interleave(c), items.repeat(b), timestamp.repeat_interleave(c)).view(b, c))
         return torch.cat(out, dim=1)
 
+    def grid_parts(self, user: torch.Tensor, items: torch.Tensor) -> list[GridPart]:
+        """The rows of users x items in parts (see `grid_linear`); the event-context slots are
+        empty (value 0) without an event, so they add nothing and are left out."""
+        su, si = self.user_index.shape[1], self.item_index.shape[1]
+        dev = user.device
+        parts: list[GridPart] = [
+            ("user", self.user_index[user], self.user_value[user], torch.arange(su, device=dev)),
+            ("item", self.item_index[items], self.item_value[items], torch.arange(su, su + si, device=dev)),
+        ]
+        x = self.cross_spec.shape[0]
+        if x:
+            a, b, buckets, offset = self.cross_spec.unbind(1)
+            u = self.user_attr_index[user][:, a]  # (B, X)
+            i = self.item_attr_index[items][:, b]  # (C, X)
+            index = (u[:, None, :] * 1_000_003 + i[None, :, :]) % buckets + 1 + offset  # (B, C, X)
+            parts.append(("pair", index, torch.ones(index.shape, device=dev), torch.arange(su + si, su + si + x, device=dev)))
+        return parts
+
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         b, n = user.shape[0], self.n_items
+        grid = getattr(self.core, "score_grid", None)
+        if grid is not None:
+            width = max(getattr(self.core, "grid_width", 64), 1)  # floats per (user, item) pair
+            chunk = max(1, (1 << 24) // max(b * width, 1))
+            out = [grid(self.grid_parts(user, torch.arange(c, min(c + chunk, n), device=user.device)))
+                   for c in range(0, n, chunk)]  # fmt: skip
+            return torch.cat(out, dim=1)
         chunk = max(1, _SCORE_ROWS // max(b, 1))
         out = []
         for start in range(0, n, chunk):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from recforge.models.field_layers import FieldConfig, FieldCore, FieldLayout, field_family
+from recforge.models.field_layers import FieldConfig, FieldCore, FieldLayout, field_family, grid_linear, grid_power
 from recforge.models.interactions import pairwise
 
 
@@ -22,6 +22,10 @@ class FM(FieldCore):
     def forward(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:  # (B, S) x2 -> (B,)
         e = self.embed(index, value)  # (B, S, D)
         return self.linear(index, value) + pairwise(e).sum(-1)
+
+    def score_grid(self, parts) -> torch.Tensor:  # users x items at once: (B, C)
+        p1, p2 = grid_power(self.embedding, parts, 1), grid_power(self.embedding, parts, 2)  # (B, C, D)
+        return grid_linear(self.weight, self.bias, parts) + 0.5 * (p1 * p1 - p2).sum(-1)
 
 
 def core(config: FMConfig, layout: FieldLayout) -> FM:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recforge.models.field_layers import FieldConfig, FieldLayout, field_family
+from recforge.models.field_layers import FieldConfig, FieldLayout, field_family, grid_linear
 
 
 class LRConfig(FieldConfig):
@@ -27,6 +27,9 @@ class LR(nn.Module):
 
     def forward(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:  # (B, S) x2 -> (B,)
         return self.bias + (self.weight(index).squeeze(-1) * value).sum(-1)
+
+    def score_grid(self, parts) -> torch.Tensor:  # users x items at once: (B, C)
+        return grid_linear(self.weight, self.bias, parts)
 
 
 def core(config: LRConfig, layout: FieldLayout) -> LR:

@@ -19,7 +19,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from recforge.models.field_layers import FieldConfig, FieldCore, FieldLayout, field_family, mlp
+from recforge.models.field_layers import FieldConfig, FieldCore, FieldLayout, field_family, grid_linear, grid_power, mlp
 from recforge.models.interactions import deck_power, pairwise, triplewise
 
 
@@ -58,6 +58,23 @@ class NFM(FieldCore):
     def forward(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:  # (B, S) x2 -> (B,)
         h = self.bn(self.terms(self.embed(index, value)))  # (B, D·o)
         return self.linear(index, value) + self.out(self.dnn(h)).squeeze(-1)
+
+    @property
+    def grid_width(self) -> int:
+        return self.embedding.embedding_dim * 4 + max((m.out_features for m in self.dnn if isinstance(m, nn.Linear)), default=0)
+
+    def score_grid(self, parts) -> torch.Tensor:  # users x items at once: (B, C), from the power sums
+        p = {r: grid_power(self.embedding, parts, r) for r in range(1, max(self.orders) + 1)}  # (B, C, D)
+        if self.deck_powers:
+            terms = [p[1].pow(o) for o in self.orders]
+        else:
+            by_order = {1: lambda: p[1], 2: lambda: 0.5 * (p[1] * p[1] - p[2]),
+                        3: lambda: (p[1].pow(3) - 3.0 * p[1] * p[2] + 2.0 * p[3]) / 6.0}  # fmt: skip
+            terms = [by_order[o]() for o in self.orders]
+        h = torch.cat(terms, dim=-1)  # (B, C, D·o)
+        b, c, w = h.shape
+        deep = self.out(self.dnn(self.bn(h.reshape(b * c, w)))).view(b, c)
+        return grid_linear(self.weight, self.bias, parts) + deep
 
 
 def core(config: NFMConfig, layout: FieldLayout) -> NFM:

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from recforge.models.field_layers import FieldConfig, FieldCore, FieldLayout, field_family, mlp
+from recforge.models.field_layers import FieldConfig, FieldCore, FieldLayout, field_family, grid_first_layer, grid_linear, mlp
 
 
 class WideDeepConfig(FieldConfig):
@@ -50,6 +50,18 @@ class WideDeep(FieldCore):
         if self.deep_fields.numel() != e.shape[1]:
             e = e.index_select(1, self.deep_fields)  # (B, F', D): the crossed fields stay wide
         return wide + self.out(self.dnn(e.flatten(1))).squeeze(-1)
+
+    @property
+    def grid_width(self) -> int:
+        return self.dnn[0].out_features if len(self.dnn) else 64
+
+    def score_grid(self, parts) -> torch.Tensor:  # users x items at once: (B, C)
+        wide = grid_linear(self.weight, self.bias, parts)
+        fields = self.deep_fields.tolist()
+        if not len(self.dnn):  # no tower: the output layer reads the embeddings themselves
+            return wide + grid_first_layer(self.embedding, self.out, parts, self.slot_field, fields).squeeze(-1)
+        first = grid_first_layer(self.embedding, self.dnn[0], parts, self.slot_field, fields)
+        return wide + self.out(self.dnn[1:](first)).squeeze(-1)
 
 
 def core(config: WideDeepConfig, layout: FieldLayout) -> WideDeep:
