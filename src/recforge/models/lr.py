@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from recforge.models.field_layers import FieldConfig, FieldLayout, field_family, grid_linear
+from recforge.models.layers import lookup
 
 
 class LRConfig(FieldConfig):
@@ -26,7 +27,7 @@ class LR(nn.Module):
         nn.init.zeros_(self.weight.weight)
 
     def forward(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:  # (B, S) x2 -> (B,)
-        return self.bias + (self.weight(index).squeeze(-1) * value).sum(-1)
+        return self.bias + (lookup(self.weight, index).squeeze(-1) * value).sum(-1)
 
     def score_grid(self, parts) -> torch.Tensor:  # users x items at once: (B, C)
         return grid_linear(self.weight, self.bias, parts)
