@@ -45,9 +45,12 @@ class CTRData(BaseModel):
         return self
 
 
-def impression_table(impressions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+def impression_table(
+    impressions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, columns: set[str] | None = None
+) -> pd.DataFrame:
     """The impressions with `user_<col>` and `item_<col>` attribute columns joined on their ids
-    (an id without attributes gets nulls, which encode as missing / unknown)."""
+    (an id without attributes gets nulls, which encode as missing / unknown); with `columns`, only
+    the attributes named there (what the fields read: a 10M-row log need not carry every title)."""
     out = impressions.reset_index(drop=True)
     for kind, table in (("user", users), ("item", items)):
         key = f"{kind}_id"
@@ -55,6 +58,10 @@ def impression_table(impressions: pd.DataFrame, users: pd.DataFrame, items: pd.D
             continue
         attrs = table.drop_duplicates(key).set_index(key)
         attrs = attrs.rename(columns={c: f"{kind}_{c}" for c in attrs.columns})
+        if columns is not None:
+            attrs = attrs[[c for c in attrs.columns if c in columns]]
+            if not len(attrs.columns):
+                continue
         ids = out[key]
         if isinstance(ids.dtype, pd.CategoricalDtype):  # one lookup per category, then by code
             per_cat = attrs.reindex(pd.Index(ids.cat.categories.astype(str))).reset_index(drop=True)

@@ -26,7 +26,7 @@ def prepare_impressions(
     impressions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, data: CTRData
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Attributes joined on, then train / valid / test by time."""
-    train, valid, test = split_by_time(impression_table(impressions, users, items), data)
+    train, valid, test = split_by_time(impression_table(impressions, users, items, data.fields.columns()), data)
     logger.info("impressions: %d train, %d valid, %d test rows (click rate %.3f)", len(train), len(valid),
                 len(test), float(train[data.label].mean()))  # fmt: skip
     return train, valid, test
