@@ -82,3 +82,12 @@ def test_the_rating_section_ranks_rating_families_against_the_mean_baselines():
     # item mean: a -> 4.5, b -> 2, z (unrated) -> the global mean
     np.testing.assert_allclose(board.set_index("family").loc["item mean", "mae"], np.mean([0.5, 1.0, abs(3 - mu)]))
     assert "| *global mean* (baseline) |" in md and "| mf | 0.5000 | 0.4000 | 3 |" in md
+
+
+def test_the_rating_baselines_skip_cold_rows_as_the_families_do():
+    from recforge.evaluation.report import rating_baselines
+
+    train = pd.DataFrame({"item_id": ["a"], "event": ["rating"], "value": [4.0], "user_idx": [0], "item_idx": [0]})
+    test = pd.DataFrame({"item_id": ["a", "b"], "event": ["rating", "rating"], "value": [5.0, 1.0],
+                         "user_idx": [0, -1], "item_idx": [0, 0]})  # fmt: skip
+    assert rating_baselines(train, test)["global mean"] == {"rmse": 1.0, "mae": 1.0, "n": 1}
