@@ -125,3 +125,34 @@ def test_on_the_shop_the_model_with_features_beats_the_same_model_without_them()
         scores[name] = model.evaluate(encode_rows(enc, test))
     assert scores["features"]["auc"] > scores["ids"]["auc"] + 0.03
     assert scores["features"]["logloss"] < scores["ids"]["logloss"]
+
+
+def test_wide_deep_as_the_paper_trains_it_ftrl_on_the_wide_part(data):
+    """Cheng et al. 2016: FTRL with L1 on the wide part, AdaGrad on the deep part."""
+    from recforge.training.ftrl import FTRL
+    from recforge.training.loop import build_optimizers
+
+    enc, train, valid, test = data
+    config = {"dim": 8, "layers": [16], "wide_optimizer": "ftrl", "wide_lr_scale": 5.0}
+    model = CTRModel("wide_deep", config, {**TRAIN, "optimizer": "adagrad", "lr": 0.05})
+    model.fit(train, valid, enc)
+    opts = build_optimizers(model.network, model.train_config)
+    assert [type(o) for o in opts] == [torch.optim.Adagrad, FTRL]
+    assert model.history.loss[-1] < model.history.loss[0]
+    assert model.evaluate(test)["auc"] > 0.75
+    # L1 zeroes wide weights of features that never helped (the reserved rows of unused fields)
+    assert (model.network.weight.weight == 0).float().mean() > 0.05
+
+
+def test_ftrl_solves_a_one_weight_problem_and_refuses_bad_settings():
+    from recforge.training.ftrl import FTRL
+
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = FTRL([w], lr=0.5, l1=0.0, l2=0.0)
+    for _ in range(300):
+        opt.zero_grad()
+        ((w - 3.0) ** 2).sum().backward()
+        opt.step()
+    assert abs(w.item() - 3.0) < 0.05
+    with pytest.raises(ValueError, match="FTRL needs lr > 0"):
+        FTRL([w], lr=0.0)

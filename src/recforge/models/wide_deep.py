@@ -22,9 +22,10 @@ class WideDeepConfig(FieldConfig):
     layers: list[int] = Field(default_factory=lambda: [128, 64])
     dropout: float = Field(0.1, ge=0, lt=1)
     # the paper trains the wide part with FTRL + L1 and the deep part with AdaGrad; here the wide
-    # part can have an optimiser of its own (Adagrad or SGD, at `wide_lr_scale` x the loop's lr)
-    # while the rest follows `training.optimizer`. "same": one optimiser for both.
-    wide_optimizer: Literal["same", "adagrad", "sgd"] = "same"
+    # part can have an optimiser of its own (FTRL-Proximal, training.ftrl, or Adagrad / SGD, at
+    # `wide_lr_scale` x the loop's lr) while the rest follows `training.optimizer` ("adagrad" there
+    # is the paper's split). "same": one optimiser for both.
+    wide_optimizer: Literal["same", "ftrl", "adagrad", "sgd"] = "same"
     wide_lr_scale: float = Field(1.0, gt=0)
 
 

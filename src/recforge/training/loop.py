@@ -32,6 +32,7 @@ from recforge.training.checkpoint import (
     set_rng_state,
 )
 from recforge.training.config import TrainConfig
+from recforge.training.ftrl import FTRL
 from recforge.training.device import amp_dtype, autocast, resolve_device, to_device
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def build_optimizers(network: nn.Module, config: TrainConfig) -> list[torch.opti
         for p in m.parameters(recurse=False)
     }
     # a module may train some of its parameters with an optimiser of their own (Wide & Deep's wide
-    # part with Adagrad, as the paper does): `optimizer_overrides()` -> [(params, name, lr_scale)]
+    # part with FTRL, as the paper does): `optimizer_overrides()` -> [(params, name, lr_scale)]
     own: list[torch.optim.Optimizer] = []
     taken: set[int] = set()
     for m in network.modules():
@@ -135,7 +136,8 @@ def build_optimizers(network: nn.Module, config: TrainConfig) -> list[torch.opti
                 continue
             taken |= {id(p) for p in group_params}
             group = {"params": group_params, "lr": config.lr * lr_scale, "lr_scale": lr_scale}
-            own.append(torch.optim.Adagrad([group]) if opt_name == "adagrad" else torch.optim.SGD([group]))
+            kinds = {"adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD, "ftrl": FTRL}
+            own.append(kinds[opt_name]([group]))
     params = [p for p in network.parameters() if p.requires_grad and id(p) not in taken]
     sparse = [p for p in params if id(p) in sparse_ids]
     name = config.optimizer
