@@ -91,3 +91,17 @@ def test_the_rating_baselines_skip_cold_rows_as_the_families_do():
     test = pd.DataFrame({"item_id": ["a", "b"], "event": ["rating", "rating"], "value": [5.0, 1.0],
                          "user_idx": [0, -1], "item_idx": [0, 0]})  # fmt: skip
     assert rating_baselines(train, test)["global mean"] == {"rmse": 1.0, "mae": 1.0, "n": 1}
+
+
+def test_the_tasks_page_has_a_section_per_task_and_says_when_ctr_has_not_run():
+    from recforge.pipelines.evaluation.nodes import report_tasks
+
+    rating, context = "# Rating prediction\n\n| a |\n", "# Context-aware top-K\n\n| b |\n"
+    page = report_tasks(rating, context, lr=None, fm=None)
+    assert page.startswith("# Leaderboards by task")
+    assert "## Rating prediction" in page and "## Context-aware top-K" in page
+    assert "No click model trained yet: `kedro run --pipelines ctr`" in page
+    m = {"auc": 0.7, "logloss": 0.4, "ctr": 0.1, "n": 10, "fit_seconds": 1.0, "samples_per_s": 5.0, "epochs": 1,
+         "unknown_values": {}}  # fmt: skip
+    page = report_tasks(rating, context, lr=m, fm={**m, "auc": 0.8})
+    assert "## CTR leaderboard" in page and "| fm | 0.8000 |" in page and "| lr | 0.7000 |" in page

@@ -107,6 +107,19 @@ def report_context_leaderboard(
     return board, context_markdown(board)
 
 
+def report_tasks(rating_md: str, context_md: str, **ctr_metrics: dict[str, Any] | None) -> str:
+    """One page with a leaderboard section per task: rating prediction, CTR (from the `ctr`
+    pipeline's per-family metrics, when it has run) and context-aware top-K."""
+    from recforge.pipelines.ctr.nodes import report_ctr
+
+    if any(ctr_metrics.values()):
+        ctr_md = report_ctr(**ctr_metrics)[1]
+    else:
+        ctr_md = "# CTR leaderboard\n\nNo click model trained yet: `kedro run --pipelines ctr`.\n"
+    sections = [md.replace("\n# ", "\n## ").replace("# ", "## ", 1) for md in (rating_md, ctr_md, context_md)]
+    return "# Leaderboards by task\n\n" + "\n".join(sections)
+
+
 def report_session_leaderboard(**session_metrics: dict[str, Any]) -> tuple[pd.DataFrame, str]:
     """The session section of the leaderboard: one row per family that can score a prefix."""
     board = session_leaderboard(session_metrics)

@@ -18,7 +18,9 @@ from recforge.pipelines.evaluation.nodes import (
     report_leaderboard,
     report_rating_leaderboard,
     report_session_leaderboard,
+    report_tasks,
 )
+from recforge.pipelines.ctr.pipeline import CTR_FAMILIES
 from recforge.pipelines.tuning.pipeline import TUNABLE
 
 SHARED = {"train", "test", "user_map", "item_map"}
@@ -81,6 +83,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                             **{f: f"{f}.metrics" for f in FAMILIES}},
                     outputs=["context_leaderboard", "context_leaderboard_md"],
                     name="report_context_leaderboard",
+                ),
+                Node(
+                    report_tasks,
+                    inputs={"rating_md": "rating_leaderboard_md", "context_md": "context_leaderboard_md",
+                            # absent (None) until `kedro run --pipelines ctr` has run
+                            **{f: f"{f}.ctr_metrics" for f in CTR_FAMILIES}},
+                    outputs="tasks_leaderboard_md",
+                    name="report_tasks",
                 ),
                 Node(
                     report_session_leaderboard,
