@@ -78,14 +78,16 @@ class Ingested:
     ground_truth_users: pd.DataFrame
     # items shown in lists with a click label (the CTR task); only the synthetic shop has one
     impressions: pd.DataFrame = field(default_factory=lambda: empty_impressions())
-    ground_truth_impressions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"p_click": pd.Series(dtype="float32")}))
+    ground_truth_impressions: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame({"p_click": pd.Series(dtype="float32"), "affinity": pd.Series(dtype="float32")})
+    )
 
 
 def empty_impressions() -> pd.DataFrame:
     """The impression log's columns with no rows (sources without one)."""
     return pd.DataFrame({
         "user_id": pd.Series(dtype=STRING), "item_id": pd.Series(dtype=STRING),
-        "timestamp": pd.Series(dtype="int64"), "list_id": pd.Series(dtype="int64"),
+        "timestamp": pd.Series(dtype="int64"), "list_id": pd.Series(dtype=STRING),
         "position": pd.Series(dtype="int16"), "page": pd.Series(dtype=STRING),
         "device": pd.Series(dtype=STRING), "label": pd.Series(dtype="int8"),
     })  # fmt: skip
