@@ -81,7 +81,7 @@ def run_study(family: str, split: dict, tuning: dict, storage: str, name: str, u
     base = _conf("parameters_training.yml")[family]
     plan = plan_study(family, base["model"], base["training"], tuning)
     model = plan.family.config.model_validate(plan.base_model)
-    inputs = fit_inputs(family, uses_ratings(plan.family, model), split["train"], split["valid"],
+    inputs = fit_inputs(family, model, uses_ratings(plan.family, model), split["train"], split["valid"],
                         split["user_map"], split["item_map"], upstream)  # fmt: skip
     return tune(plan, inputs["train"], inputs["valid"], storage, name=name, seen=inputs["seen"],
                 item_vectors=inputs["item_vectors"], warm_start=inputs["warm_start"])  # fmt: skip

@@ -5,6 +5,7 @@ and quality floors on the synthetic shop whose structure is known."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,7 +15,10 @@ from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.evaluation.protocols import full_ranking
 from recforge.features.tables import FieldTables, build_field_tables
+from recforge.encoders.vectors import vector_table
 from recforge.models.registry import FAMILIES
+from recforge.pipelines.training.pipeline import CONTENT_TABLES, ITEM_VECTORS
+from recforge.training.inputs import item_side
 from recforge.training.recommender import Recommender, uses_ratings
 
 # Small, fast settings per family for the contract (the real ones live in conf/base).
@@ -56,9 +60,29 @@ FIELD_FAMILIES = [f for f in FAMILIES if FAMILIES[f].fields is not None]
 _TABLES: dict[str, FieldTables] = {}
 
 
+_CONTENT: dict[str, object] = {}
+
+
+def content_tables(shop, item_map: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Stand-ins for the pretraining content tables (image, text, audio): each a different noisy
+    linear read-out of the shop's hidden item factors, as the real encoders approximate them."""
+    truth = shop.ground_truth_items
+    factors = truth[[c for c in truth.columns if c.startswith("f")]].to_numpy(np.float32)  # (I, K)
+    rng = np.random.default_rng(7)
+    tables = {}
+    for name in CONTENT_TABLES:
+        vectors = factors @ rng.normal(size=(factors.shape[1], 16)) + 0.3 * rng.normal(size=(len(factors), 16))
+        tables[name] = vector_table(truth["item_id"].to_numpy(), vectors)
+    return tables
+
+
 def inputs(family: str) -> dict:
-    """What `fit` takes besides the split: the shop's feature tables for field-aware families."""
-    return {"item_vectors": _TABLES["shop"]} if FAMILIES[family].fields is not None else {}
+    """What `fit` takes besides the split, as the training pipeline would hand it: the shop's
+    feature tables for field-aware families, content vectors for families reading vector tables,
+    the items table's content for families with `item_content`."""
+    if FAMILIES[family].fields is not None:
+        return {"item_vectors": _TABLES["shop"]}
+    return {"item_vectors": _CONTENT[family]} if _CONTENT.get(family) is not None else {}
 TRAINABLE = [f for f in FAMILIES if FAMILIES[f].trainable]
 # prod2vec_topk recommends the neighbours of the user's *last* item: its floor is next-item hit rate
 # on ordered sessions (tests/encoders/test_behaviour.py), not this random-holdout NDCG.
@@ -88,6 +112,15 @@ def shop_splits():
     n_users, n_items = len(s.user_map), len(s.item_map)
     _TABLES["shop"] = build_field_tables(shop.users, shop.items, s.user_map.to_frame(), s.item_map.to_frame(),
                                          SHOP_FEATURES)  # fmt: skip
+    tables = content_tables(shop, s.item_map.to_frame())
+    datasets = {"items": shop.items}
+    for name, fam in FAMILIES.items():
+        config = fam.config.model_validate(FAST.get(name, ({}, {}))[0])
+        if name in ITEM_VECTORS and set(ITEM_VECTORS[name]) <= set(tables):
+            upstream = [tables[t] for t in ITEM_VECTORS[name]]
+            _CONTENT[name] = item_side(fam, config, upstream, s.item_map.to_frame(), ITEM_VECTORS[name])[0]
+        elif fam.item_content is not None and set(fam.content_inputs) <= set(datasets):
+            _CONTENT[name] = fam.item_content(*[datasets[d] for d in fam.content_inputs], s.item_map.to_frame())
     frames = {"train": s.train, "valid": s.valid, "test": s.test}
     data = {k: InteractionData.from_frame(v, n_users, n_items) for k, v in frames.items()}
     ratings = {k: InteractionData.from_frame(v, n_users, n_items, events=("rating",)) for k, v in frames.items()}

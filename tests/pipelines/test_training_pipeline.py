@@ -68,7 +68,8 @@ def test_every_family_has_a_namespace_and_upstream_inputs_are_shared():
     order = [n.namespace for n in pipeline.nodes]
     assert order.index("neumf") > max(order.index("gmf"), order.index("mlp"))
     assert upstream_inputs("neumf") == ["gmf.model", "mlp.model"]
-    assert all(ns in {"prod2vec", "meta_prod2vec", "user2vec", "image", "text", "audio"} for ns in ITEM_VECTORS.values())
+    known = {"prod2vec", "meta_prod2vec", "user2vec", "image", "text", "audio"}
+    assert all(set(names) <= known for names in ITEM_VECTORS.values())
 
 
 def test_default_neumf_parameters_match_gmf_and_mlp():
@@ -143,7 +144,7 @@ def test_out_of_range_parameters_are_rejected_before_any_node_runs():
 
 def test_lstm_item_embeddings_start_from_the_vector_table(split):
     pipeline = create_pipeline().only_nodes_with_namespaces(["lstm"])
-    namespace = ITEM_VECTORS["lstm"]
+    (namespace,) = ITEM_VECTORS["lstm"]
     rng = np.random.default_rng(0)
     # rows in another order than item_map, one item missing, one unknown extra
     ids = [f"i{i}" for i in range(29, 0, -1)] + ["not-in-map"]
@@ -171,3 +172,26 @@ def test_cnn3d_reads_the_characters_of_the_items_table(split):
     expected = item_content(items, split["item_map"])[:, :, :8]
     torch.testing.assert_close(content, expected)
     assert content[:, 2].any()  # the category field is filled
+
+
+def test_vbpr_reads_every_content_table_and_its_vectors_parameter_picks(split, caplog):
+    pipeline = create_pipeline().only_nodes_with_namespaces(["vbpr"])
+    assert {"image.vectors", "text.vectors", "audio.vectors"} <= pipeline.inputs()
+    rng = np.random.default_rng(1)
+    ids = [f"i{i}" for i in range(30)]
+
+    def table(d):
+        return pd.DataFrame({"item_id": ids, **{f"v{j}": rng.normal(size=30).astype("float32") for j in range(d)}})
+
+    empty = pd.DataFrame({"item_id": pd.Series([], dtype="string")})  # a source without sounds
+    tables = {"image.vectors": table(6), "text.vectors": table(4), "audio.vectors": empty}
+    raw = _raw_params(vbpr=({"dim": 8, "visual_dim": 4, "vectors": ["image", "text", "audio"]},
+                            {"epochs": 1, "batch_size": 64}))
+    with caplog.at_level("WARNING"):
+        out = _run(pipeline, split, raw, extra=tables)
+    features = out["vbpr.model"].network.features
+    assert features.shape == (30, 10)  # image and text side by side; the empty audio table left out
+    torch.testing.assert_close(features[:, :6], torch.as_tensor(tables["image.vectors"].iloc[:, 1:].to_numpy()))
+    assert "'audio' vector table is empty" in caplog.text
+    raw = _raw_params(vbpr=({"dim": 8, "visual_dim": 4}, {"epochs": 1, "batch_size": 64}))
+    assert _run(pipeline, split, raw, extra=tables)["vbpr.model"].network.features.shape == (30, 6)  # image only

@@ -52,21 +52,32 @@ def table_vectors(table: pd.DataFrame, id_column: str = "item_id") -> tuple[np.n
         )
     else:
         raise DataError("vector table has neither v0..v{D-1} columns nor a 'vector' column")
-    if not np.isfinite(vectors).all():
-        raise DataError("vector table holds NaN or infinite values", column="vector")
+    bad = ~np.isfinite(vectors).all(axis=1) if vectors.size else np.zeros(len(vectors), bool)
+    if bad.any():
+        shown = ", ".join(map(str, ids[bad][:5])) + (" ..." if bad.sum() > 5 else "")
+        raise DataError(
+            f"vector table has {int(bad.sum())} rows with NaN or infinite values ({id_column} {shown})",
+            column=id_column, rows=list(np.flatnonzero(bad)[:5]),
+            hint="re-run the encoder that wrote it; a vector table must be finite",
+        )
     return ids, vectors
 
 
-def align_item_vectors(table: pd.DataFrame, item_map: pd.DataFrame) -> torch.Tensor:
+def align_item_vectors(table: pd.DataFrame, item_map: pd.DataFrame, name: str = "vector table") -> torch.Tensor:
     """(n_items, D) float32 vectors in `item_map` order (row i = item_idx i).
 
     Items of the map missing from the table (e.g. never in a training sequence, no content) get the
     mean vector of the map's items that have one, so they start at the centre of the space rather than at an arbitrary
-    point; their count is logged. Table rows for items outside the map are ignored.
+    point; their count is logged. Table rows for items outside the map are ignored. A row with a
+    NaN or infinite component is an error naming its item ids (`name` names the table).
     """
-    ids, vectors = table_vectors(table, "item_id")
-    if len(vectors) == 0:
-        raise DataError("the vector table is empty: nothing to align", column="item_id")
+    if len(table) == 0:
+        raise DataError(f"the {name} is empty: nothing to align", source=name, column="item_id")
+    try:
+        ids, vectors = table_vectors(table, "item_id")
+    except DataError as error:
+        raise DataError(f"the {name}: {error.problem}", source=name, column=error.column, rows=error.rows,
+                        hint=error.hint) from None
     order = item_map.sort_values("item_idx")
     map_ids = pd.Index(order["item_id"].astype(STRING))
     pos = pd.Index(pd.array(ids, dtype=STRING)).get_indexer(map_ids)  # (n_items,) row in table or -1
@@ -76,6 +87,6 @@ def align_item_vectors(table: pd.DataFrame, item_map: pd.DataFrame) -> torch.Ten
     out[~found] = (out[found] if found.any() else vectors).mean(axis=0)
     missing = int((~found).sum())
     if missing:
-        logger.info("align_item_vectors: %d of %d items have no vector; they get the mean vector",
-                    missing, len(map_ids))
+        logger.info("align_item_vectors: %d of %d items have no vector in the %s; they get the mean vector",
+                    missing, len(map_ids), name)
     return torch.from_numpy(out)

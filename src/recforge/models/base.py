@@ -20,6 +20,11 @@ from recforge.data.interactions import InteractionData
 Batch = dict[str, torch.Tensor]
 
 
+class ColdStartUnsupported(NotImplementedError):
+    """Raised by a network that cannot score items (users) unseen in training: the cold-start
+    slices then report "–" for it rather than a silent zero."""
+
+
 class ModelConfig(BaseModel):
     """Base of every family's hyper-parameters: frozen, unknown keys rejected."""
 
@@ -59,6 +64,23 @@ class RecommenderNetwork(nn.Module):
         """(n_items, D) item vectors for `similar_items`, or None when the family has none."""
         return None
 
+    def score_cold_items(self, user: torch.Tensor, content: object) -> torch.Tensor:
+        """(B,), content of C items unseen in training -> (B, C) scores on the same scale as
+        `score_all`, so the two can be ranked together.
+
+        `content` is what the family's item side builds for those items — the same kind of
+        object `build` received as `item_vectors` (a vector tensor, a `Family.item_content`
+        tensor ...), made by `training.inputs.item_side` for a map of the cold items. Content
+        families override this; the default says the family cannot."""
+        raise ColdStartUnsupported(f"{type(self).__name__} cannot score items unseen in training")
+
+    def score_cold_users(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, n_items) fold-in histories of B users unseen in training (their first test
+        interactions, over the training items) -> (B, n_items) scores. Families that score from a
+        history (neighbourhoods, autoencoders, content towers over the user's items) override
+        this; the default says the family cannot."""
+        raise ColdStartUnsupported(f"{type(self).__name__} cannot score users unseen in training")
+
 
 @dataclass(frozen=True)
 class Family:
@@ -87,6 +109,12 @@ class Family:
     impression rows; the training pipeline hands such a family the `features` pipeline's tables.
     `inputs_from_state(state_dict)`, when given, rebuilds what `build` received as `item_vectors`
     from a saved state_dict, so `Recommender.load` sizes the network as it was trained.
+    `content_inputs` names the catalog datasets `item_content` reads, in order (default: the
+    `items` table; a family may add the `media` root); it is called `item_content(*those,
+    item_map)`.
+    `vector_blocks=True` makes a family that reads several vector tables (`ITEM_VECTORS` in
+    pipelines/training) receive them as a dict {table name: (n_items, D) tensor} rather than
+    one concatenated tensor (Content2Vec keeps a module per table).
     """
 
     name: str
@@ -106,6 +134,8 @@ class Family:
     next_item: bool = False
     fields: Callable[..., nn.Module] | None = None
     inputs_from_state: Callable[[dict[str, torch.Tensor]], object] | None = None
+    content_inputs: tuple[str, ...] = ("items",)
+    vector_blocks: bool = False
 
 
 def no_batches(network, train, config, batch_size, generator) -> Iterator[Batch]:

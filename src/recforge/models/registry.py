@@ -14,6 +14,7 @@ from recforge.models import cnn3d, narm, sasrec, tcn
 from recforge.models import contextual_rnn, gru4rec, hrnn, lstm
 from recforge.models import prod2vec_topk
 from recforge.models import deep_regression, deepfm, fm, lr, neural_mf_v1, neural_mf_v2, nfm, wide_deep
+from recforge.models import vbpr
 from recforge.models.base import Family
 
 FAMILIES: dict[str, Family] = {
@@ -48,6 +49,7 @@ FAMILIES: dict[str, Family] = {
     "deep_regression": deep_regression.FAMILY,
     "neural_mf_v1": neural_mf_v1.FAMILY,
     "neural_mf_v2": neural_mf_v2.FAMILY,
+    "vbpr": vbpr.FAMILY,
 }
 
 

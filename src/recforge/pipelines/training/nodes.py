@@ -14,10 +14,9 @@ from typing import Any
 import pandas as pd
 
 from recforge.data.interactions import InteractionData
-from recforge.encoders.vectors import align_item_vectors
-from recforge.features.tables import tables_from_frames
 from recforge.models.registry import get_family
 from recforge.training.config import TrainConfig
+from recforge.training.inputs import item_side
 from recforge.training.recommender import Recommender, uses_ratings
 
 logger = logging.getLogger(__name__)
@@ -27,41 +26,34 @@ RATING_EVENTS = ("rating",)
 
 def fit_inputs(
     family: str,
+    config: Any,
     uses_ratings: bool,
     train: pd.DataFrame,
     valid: pd.DataFrame,
     user_map: pd.DataFrame,
     item_map: pd.DataFrame,
     upstream: Sequence[pd.DataFrame | Recommender],
-    with_vectors: bool = False,
+    vector_tables: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The split tables and a family's upstream inputs as `Recommender.fit`'s arguments:
     {train, valid, seen, item_vectors, warm_start} (also what a tuning trial fits with).
 
-    `upstream`, positionally: the item vector table when `with_vectors` (`item_id` +
-    v0..v{D-1}, aligned to `item_map` here), else the three feature tables for a field-aware
-    family (`Family.fields`: user_features, item_features, feature_meta), else the items table
-    when the family reads item content (`Family.item_content`), then the trained models the family warm-starts from
-    (`Family.warm_start_from`, in that order).
+    `upstream`, positionally: the family's item side (`training.inputs.item_side`: the vector
+    tables named `vector_tables`, else a field-aware family's three feature tables, else the
+    datasets of `Family.content_inputs`), then the trained models the family warm-starts from
+    (`Family.warm_start_from`, in that order). `config`: the family's validated model config
+    (its `vectors` picks among the vector tables).
     """
     fam = get_family(family)
     n_users, n_items = len(user_map), len(item_map)
     events = RATING_EVENTS if uses_ratings else None
-    upstream = list(upstream)
-    item_vectors = None
-    if with_vectors:
-        item_vectors = align_item_vectors(upstream.pop(0), item_map)
-    elif fam.fields is not None:
-        user_features, item_features, meta = [upstream.pop(0) for _ in range(3)]
-        item_vectors = tables_from_frames(user_features, item_features, meta)
-    elif fam.item_content is not None:
-        item_vectors = fam.item_content(upstream.pop(0), item_map)
+    item_vectors, models = item_side(fam, config, upstream, item_map, vector_tables)
     return {
         "train": InteractionData.from_frame(train, n_users, n_items, name="train", events=events),
         "valid": InteractionData.from_frame(valid, n_users, n_items, name="valid"),
         "seen": InteractionData.from_frame(train, n_users, n_items, name="train").csr,
         "item_vectors": item_vectors,
-        "warm_start": dict(zip(fam.warm_start_from, upstream, strict=True)) or None,
+        "warm_start": dict(zip(fam.warm_start_from, models, strict=True)) or None,
     }
 
 
@@ -74,18 +66,18 @@ def fit_recommender(
     user_map: pd.DataFrame,
     item_map: pd.DataFrame,
     upstream: Sequence[pd.DataFrame | Recommender] = (),
-    with_vectors: bool = False,
+    vector_tables: Sequence[str] = (),
 ) -> Recommender:
     """Fit `family` with these configs on the train split, early-stopping on valid when
     configured."""
     rec = Recommender(family, model, training)
-    inputs = fit_inputs(family, rec.uses_ratings, train, valid, user_map, item_map, upstream, with_vectors)
+    inputs = fit_inputs(family, rec.config, rec.uses_ratings, train, valid, user_map, item_map, upstream, vector_tables)
     rec.fit(**inputs)
     logger.info("%s: trained on %d interactions in %.1f s", family, len(inputs["train"]), rec.fit_seconds)
     return rec
 
 
-def make_fit_model(family: str, with_vectors: bool = False) -> Callable[..., Recommender]:
+def make_fit_model(family: str, vector_tables: Sequence[str] = ()) -> Callable[..., Recommender]:
     """The `fit_model` node function of one family, typed with the family's config class.
 
     After the split tables and the two parameter blocks come the family's upstream inputs
@@ -103,7 +95,7 @@ def make_fit_model(family: str, with_vectors: bool = False) -> Callable[..., Rec
         *upstream: pd.DataFrame | Recommender,
     ) -> Recommender:
         """Fit `family` on the train split, early-stopping on valid when configured."""
-        return fit_recommender(family, model, training, train, valid, user_map, item_map, upstream, with_vectors)
+        return fit_recommender(family, model, training, train, valid, user_map, item_map, upstream, vector_tables)
 
     fit_model.__qualname__ = "fit_model"
     return fit_model

@@ -5,14 +5,17 @@ dataset factory `{family}.model` (data/06_models/<family>/).
 
 Two kinds of upstream input, both fixed here so the pipeline's shape never depends on parameters:
 
-- `ITEM_VECTORS`: a family listed here starts its item embeddings from a `pretraining` vector
-  table (`<namespace>.vectors`, data/04_feature/<namespace>/); whether the table is frozen is the
-  family's `freeze_item_vectors` parameter. To start another family from, say, the `text`
-  encoder's vectors, add `"bpr": "text"` (and the table's folder to its `dvc.yaml` deps).
+- `ITEM_VECTORS`: a family listed here reads `pretraining` vector tables (`<namespace>.vectors`,
+  data/04_feature/<namespace>/): lstm starts its item embeddings from prod2vec's (frozen or not:
+  its `freeze_item_vectors` parameter); content families read every content table and their
+  `vectors` parameter picks which (vbpr: `[image]`; `[text, audio]` side by side). To start
+  another family from, say, the `text` encoder's vectors, add `"bpr": ("text",)` (and the
+  table's folder to its `dvc.yaml` deps).
 - `Family.fields`: a field-aware family (fm, deepfm, wide_deep …) reads the `features`
   pipeline's tables (`FEATURE_TABLES`, data/04_feature/features/).
 - `Family.item_content`: a family that reads item content itself (cnn3d: the characters of
-  each item's id, text and category) gets the canonical `items` table.
+  each item's id, text and category) gets the catalog datasets of `Family.content_inputs`
+  (the canonical `items` table; the `media` root too for one that reads the files).
 - `Family.warm_start_from`: a family that starts from other trained families reads their
   `<family>.model` (neumf from gmf and mlp, He et al. 2017 §3.4.1, when its `pretrain` parameter
   is true), so Kedro orders it after them.
@@ -27,8 +30,13 @@ SPLIT_INPUTS = {"train", "valid", "user_map", "item_map"}
 # what a field-aware family (`Family.fields`) reads from the `features` pipeline
 FEATURE_TABLES = ("user_features", "item_features", "feature_meta")
 
-# family -> pretraining namespace whose item vectors initialise it
-ITEM_VECTORS: dict[str, str] = {"lstm": "prod2vec"}
+# The pretraining tables of item content (data/04_feature/<name>/vectors.parquet).
+CONTENT_TABLES = ("image", "text", "audio")
+# family -> the pretraining namespaces whose vector tables it reads, in this order
+ITEM_VECTORS: dict[str, tuple[str, ...]] = {
+    "lstm": ("prod2vec",),
+    "vbpr": CONTENT_TABLES,
+}
 
 
 def upstream(family: str) -> dict[str, str]:
@@ -36,11 +44,11 @@ def upstream(family: str) -> dict[str, str]:
     parameters, in order: {name inside the template: dataset name in the catalog}."""
     fam = get_family(family)
     if family in ITEM_VECTORS:
-        item_side = {"item_vectors": f"{ITEM_VECTORS[family]}.vectors"}
+        item_side = {f"{name}_vectors": f"{name}.vectors" for name in ITEM_VECTORS[family]}
     elif fam.fields is not None:
         item_side = {name: name for name in FEATURE_TABLES}
     else:
-        item_side = {"items": "items"} if fam.item_content is not None else {}
+        item_side = {name: name for name in fam.content_inputs} if fam.item_content is not None else {}
     models = {f"{name}_model": f"{name}.model" for name in fam.warm_start_from}
     return item_side | models
 
@@ -56,7 +64,7 @@ def create_family_pipeline(family: str) -> Pipeline:
     template = Pipeline(
         [
             Node(
-                make_fit_model(family, with_vectors=family in ITEM_VECTORS),
+                make_fit_model(family, vector_tables=ITEM_VECTORS.get(family, ())),
                 inputs=["train", "valid", "user_map", "item_map", "params:model", "params:training", *extra],
                 outputs="model",
                 name="fit_model",

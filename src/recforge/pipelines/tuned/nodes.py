@@ -1,6 +1,6 @@
 """Tuned nodes: refit a family with its study's best parameters, evaluate it like the default."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -16,7 +16,7 @@ TUNING_SUMMARY = ("study_name", "metric", "best_value", "n_trials", "n_complete"
                   "tuning_seconds", "study_seconds", "tuned_keys")  # fmt: skip
 
 
-def make_fit_tuned_model(family: str, with_vectors: bool = False) -> Callable[..., Recommender]:
+def make_fit_tuned_model(family: str, vector_tables: Sequence[str] = ()) -> Callable[..., Recommender]:
     """The `fit_tuned_model` node of one family: the best parameters' configs, validated by the
     family's config class, fitted on train with early stopping on valid (as the trials were)."""
     fam = get_family(family)
@@ -33,7 +33,7 @@ def make_fit_tuned_model(family: str, with_vectors: bool = False) -> Callable[..
             raise ValueError(f"best_params of {best_params.get('family')!r} handed to {family!r}")
         model = fam.config.model_validate(best_params["model"])
         training = TrainConfig.model_validate(best_params["training"])
-        return fit_recommender(family, model, training, train, valid, user_map, item_map, upstream, with_vectors)
+        return fit_recommender(family, model, training, train, valid, user_map, item_map, upstream, vector_tables)
 
     fit_tuned_model.__qualname__ = "fit_tuned_model"
     return fit_tuned_model

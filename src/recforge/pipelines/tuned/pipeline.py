@@ -21,7 +21,7 @@ def create_family_pipeline(family: str) -> Pipeline:
     template = Pipeline(
         [
             Node(
-                make_fit_tuned_model(family, with_vectors=family in ITEM_VECTORS),
+                make_fit_tuned_model(family, vector_tables=ITEM_VECTORS.get(family, ())),
                 inputs=["train", "valid", "user_map", "item_map", "best_params", *extra],
                 outputs="tuned_model",
                 name="fit_tuned_model",

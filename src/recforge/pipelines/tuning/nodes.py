@@ -3,7 +3,7 @@ its reports out. Everything else is `recforge.tuning`."""
 
 # No `from __future__ import annotations`: Kedro validates the typed parameters before a run.
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -20,7 +20,7 @@ from recforge.tuning.study import plan_study, study_name, tune
 logger = logging.getLogger(__name__)
 
 
-def make_tune_model(family: str, with_vectors: bool = False) -> Callable[..., tuple]:
+def make_tune_model(family: str, vector_tables: Sequence[str] = ()) -> Callable[..., tuple]:
     """The `tune_model` node function of one family, typed with the family's config classes.
 
     Inputs: train, valid, user_map, item_map, the family's `model` and `training` blocks (the
@@ -47,7 +47,7 @@ def make_tune_model(family: str, with_vectors: bool = False) -> Callable[..., tu
         """Run (or resume) `family`'s study and report it."""
         plan = plan_study(family, model, training, tuning)
         ratings = uses_ratings(plan.family, model)
-        inputs = fit_inputs(family, ratings, train, valid, user_map, item_map, upstream, with_vectors)
+        inputs = fit_inputs(family, model, ratings, train, valid, user_map, item_map, upstream, vector_tables)
         result = tune(
             plan, inputs["train"], inputs["valid"], storage.choose(tuning.storage),
             name=study_name(family, source, tuning), seen=inputs["seen"],

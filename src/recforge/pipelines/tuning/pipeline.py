@@ -31,7 +31,7 @@ def create_family_pipeline(family: str) -> Pipeline:
     template = Pipeline(
         [
             Node(
-                make_tune_model(family, with_vectors=family in ITEM_VECTORS),
+                make_tune_model(family, vector_tables=ITEM_VECTORS.get(family, ())),
                 inputs=["train", "valid", "user_map", "item_map", "params:model", "params:training",
                         "params:tuning", "params:source", "tuning_storage", *extra],
                 outputs=REPORTS,
