@@ -127,7 +127,7 @@ def test_dvc_stages_mirror_the_pipelines_and_the_registry():
 
     def path(dataset: str) -> str:
         if "." not in dataset:
-            where = catalog[dataset]["filepath"]
+            where = catalog[dataset].get("filepath") or catalog[dataset]["path"]  # media: a folder
             # a folder that is a stage's out holds the file (data/04_feature/features/...)
             return where.rsplit("/", 1)[0] if where.startswith("data/04_feature/") else where
         namespace, kind = dataset.split(".")

@@ -268,6 +268,33 @@ def test_cold_start_items_are_held_out_entirely(interactions: pd.DataFrame) -> N
     assert set(again.test["item_id"]) == set(s.test["item_id"])
 
 
+def test_cold_start_users_are_held_out_entirely(interactions: pd.DataFrame) -> None:
+    s = run(interactions, strategy="cold_start_users", valid_fraction=0.1, test_fraction=0.2, seed=3)
+    assert_partition(s, interactions)
+    held = set(s.valid["user_id"]) | set(s.test["user_id"])
+    assert not held & set(s.train["user_id"]) and not held & set(s.user_map.ids)
+    assert (s.valid["user_idx"] == UNKNOWN).all() and (s.test["user_idx"] == UNKNOWN).all()
+    assert s.test["user_id"].nunique() == round(0.2 * interactions["user_id"].nunique())
+    assert s.summary["splits"]["test"]["cold_start_user_rows"] == len(s.test)
+    other = run(interactions, strategy="cold_start_users", valid_fraction=0.1, test_fraction=0.2, seed=4)
+    assert set(other.test["user_id"]) != set(s.test["user_id"])
+    shuffled = interactions.sample(frac=1.0, random_state=1)
+    again = run(shuffled, strategy="cold_start_users", valid_fraction=0.1, test_fraction=0.2, seed=3)
+    assert set(again.test["user_id"]) == set(s.test["user_id"])
+
+
+def test_after_a_time_cut_cold_users_are_those_who_start_after_it(interactions: pd.DataFrame) -> None:
+    """The documented definition for a temporal split: user_idx -1 in test exactly for the users
+    whose first interaction is at or after the test cut (none of their rows reached train)."""
+    s = run(interactions, strategy="temporal", valid_fraction=0.0, test_fraction=0.3)
+    first = interactions.groupby("user_id")["timestamp"].min()
+    cold = set(s.test.loc[s.test["user_idx"] == UNKNOWN, "user_id"])
+    in_train = set(s.train["user_id"])
+    assert cold == set(s.test["user_id"]) - in_train
+    cut = s.train["timestamp"].max()
+    assert all(first[u] >= cut for u in cold)
+
+
 def test_presplit_uses_heldout_as_test(interactions: pd.DataFrame) -> None:
     heldout = canonical([("u00", "i01", 900_000), ("u01", "zz", 900_001), ("new", "i02", 900_002)])
     heldout["value"] = heldout["value"] + 10_000

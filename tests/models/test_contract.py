@@ -40,6 +40,17 @@ FAST: dict[str, tuple[dict, dict]] = {
     "deep_regression": ({}, {"epochs": 10, "batch_size": 256, "lr": 0.01}),
     "neural_mf_v1": ({"layers": [16]}, {"epochs": 10, "batch_size": 256, "lr": 0.01}),
     "neural_mf_v2": ({"layers": [16]}, {"epochs": 10, "batch_size": 256, "lr": 0.01}),
+    "tag_attention_cnn": ({"embedding_dim": 16, "compressed_dim": 16, "global_filters": 16, "hidden": 32,
+                           "n_buckets": 1024, "max_len": 40}, {"epochs": 4, "batch_size": 1024, "lr": 0.03}),
+    # without trained als/bpr models (pretrain false) it fits its WMF targets itself (`fit_wmf`)
+    "deep_content_audio": ({"factors": 16, "wmf_iterations": 6, "channels": [16, 16, 32], "hidden": 32,
+                            "dropout": 0.0}, {"epochs": 25, "batch_size": 16, "lr": 0.003}),
+    "content2vec": ({"module_dim": 16, "dim": 16, "residual_hidden": 16}, {"epochs": 8, "batch_size": 512, "lr": 0.01}),
+    "text_cnn": ({"embedding_dim": 16, "n_filters": 16, "dim": 16, "max_len": 24, "history": 10},
+                 {"epochs": 4, "batch_size": 512, "lr": 0.01}),
+    "cdssm": ({"embedding_dim": 16, "conv_dim": 32, "dim": 16, "max_len": 24, "history": 5},
+              {"epochs": 4, "batch_size": 512, "lr": 0.01}),
+    "mv_dnn": ({"layers": [32, 16], "max_len": 24, "history": 10}, {"epochs": 4, "batch_size": 512, "lr": 0.01}),
 }
 # The shop's attributes as the field-aware families read them (conf/base/parameters_features.yml
 # declares the same), with the user country x item brand cross for the wide part.
@@ -64,13 +75,14 @@ _CONTENT: dict[str, object] = {}
 
 
 def content_tables(shop, item_map: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Stand-ins for the pretraining content tables (image, text, audio): each a different noisy
-    linear read-out of the shop's hidden item factors, as the real encoders approximate them."""
+    """Stand-ins for the pretraining content tables (image, text, audio) and behaviour tables
+    (prod2vec, meta_prod2vec): each a different noisy linear read-out of the shop's hidden item
+    factors, as the real encoders approximate them."""
     truth = shop.ground_truth_items
     factors = truth[[c for c in truth.columns if c.startswith("f")]].to_numpy(np.float32)  # (I, K)
     rng = np.random.default_rng(7)
     tables = {}
-    for name in CONTENT_TABLES:
+    for name in (*CONTENT_TABLES, "prod2vec", "meta_prod2vec"):
         vectors = factors @ rng.normal(size=(factors.shape[1], 16)) + 0.3 * rng.normal(size=(len(factors), 16))
         tables[name] = vector_table(truth["item_id"].to_numpy(), vectors)
     return tables
@@ -105,7 +117,7 @@ def make(family: str, **train_overrides) -> Recommender:
 
 @pytest.fixture(scope="module")
 def shop_splits():
-    shop = generate_shop(ShopConfig(preset="tiny", n_users=300, n_items=150, n_sessions=2400, with_media=False))
+    shop = generate_shop(ShopConfig(preset="tiny", n_users=300, n_items=150, n_sessions=2400, with_media=True))
     config = SplitConfig(strategy="random", valid_fraction=0.1, test_fraction=0.15, seed=0,
                          min_user_interactions=3, min_item_interactions=3)
     s = split_interactions(filter_interactions(shop.interactions, config), None, config)
@@ -113,7 +125,7 @@ def shop_splits():
     _TABLES["shop"] = build_field_tables(shop.users, shop.items, s.user_map.to_frame(), s.item_map.to_frame(),
                                          SHOP_FEATURES)  # fmt: skip
     tables = content_tables(shop, s.item_map.to_frame())
-    datasets = {"items": shop.items}
+    datasets = {"items": shop.items, "media": shop.media}  # media: 0.1 s for 150 items
     for name, fam in FAMILIES.items():
         config = fam.config.model_validate(FAST.get(name, ({}, {}))[0])
         if name in ITEM_VECTORS and set(ITEM_VECTORS[name]) <= set(tables):
@@ -258,6 +270,9 @@ def test_explicit_families_beat_the_global_mean_rmse(family, trained, shop_split
 
 # Families without an item table of their own (counts, similarities): vectors have nothing to start.
 NO_ITEM_TABLE = {"random", "popularity", "item_knn", "sknn", "cooccurrence"}
+# Families whose item side is their own item_content object (text and tags), never a vector table.
+TEXT_AND_TAGS_ONLY = {"tag_attention_cnn"}
+SPECTROGRAMS_ONLY = {"deep_content_audio"}
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -271,13 +286,23 @@ def test_item_vectors_start_the_item_table_and_can_be_frozen(family, shop_splits
         with pytest.raises(TypeError, match="FieldTables of the features pipeline"):
             fam.build(rec.config, train, vectors)
         return
+    if family in TEXT_AND_TAGS_ONLY:
+        # item text and tags are its whole item side: a vector table cannot stand in, refused, named
+        with pytest.raises(TypeError, match="item_content"):
+            fam.build(rec.config, train, vectors)
+        return
+    if family in SPECTROGRAMS_ONLY:
+        # log-mel spectrograms (n_items, mels, frames) are its item side: a table is refused, named
+        with pytest.raises(ValueError, match="log-mel spectrograms"):
+            fam.build(rec.config, train, vectors)
+        return
 
     def build(config, item_vectors):
         torch.manual_seed(rec.train_config.seed)  # as `fit` does before `build`
         return fam.build(config, train, item_vectors).state_dict()
 
     plain, warm = build(rec.config, None), build(rec.config, vectors)
-    changed = [k for k, v in warm.items() if not torch.equal(v, plain[k])]
+    changed = [k for k, v in warm.items() if k not in plain or not torch.equal(v, plain[k])]
     if family in NO_ITEM_TABLE:
         assert not changed
         return

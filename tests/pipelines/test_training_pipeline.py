@@ -195,3 +195,64 @@ def test_vbpr_reads_every_content_table_and_its_vectors_parameter_picks(split, c
     assert "'audio' vector table is empty" in caplog.text
     raw = _raw_params(vbpr=({"dim": 8, "visual_dim": 4}, {"epochs": 1, "batch_size": 64}))
     assert _run(pipeline, split, raw, extra=tables)["vbpr.model"].network.features.shape == (30, 6)  # image only
+
+
+def test_deep_content_audio_reads_the_sounds_and_regresses_the_trained_als_factors(split):
+    """item_content (items + media) and warm_start_from (als, bpr) together: the content datasets
+    come first, then the models, and Kedro orders the family after als and bpr."""
+    from recforge.data.synthetic import ShopConfig, generate_shop
+    from recforge.models.deep_content_audio import item_content as audio_content
+
+    assert upstream_inputs("deep_content_audio") == ["items", "media", "als.model", "bpr.model"]
+    pipeline = create_pipeline().only_nodes_with_namespaces(["als", "bpr", "deep_content_audio"])
+    order = [n.namespace for n in pipeline.nodes]
+    assert order.index("deep_content_audio") > max(order.index("als"), order.index("bpr"))
+    shop = generate_shop(ShopConfig(preset="tiny", n_users=20, n_items=30, n_sessions=20, seed=1))
+    # the shop's first 30 sounds as the media root of the split's items i0..i29 (a path -> loader
+    # dict, as Kedro's PartitionedDataset gives it)
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(30)], "audio_path": [f"a/{i}.wav" for i in range(30)]})
+    sounds = [shop.media[p] for p in shop.items["audio_path"][:30]]
+    media = {f"a/{i}.wav": (lambda data=data: data) for i, data in enumerate(sounds)}
+    raw = _raw_params(
+        als=({"factors": 8}, {"epochs": 2}),
+        bpr=({"dim": 8}, {"epochs": 1}),
+        deep_content_audio=({"factors_from": "als", "pretrain": True, "factors": 8, "channels": [8, 8, 8],
+                             "hidden": 8}, {"epochs": 2, "batch_size": 16}),
+    )
+    out = _run(pipeline, split, raw, extra={"items": items, "media": media})
+    als, net = out["als.model"].network, out["deep_content_audio.model"].network
+    torch.testing.assert_close(net.user_factors, als.user.weight)
+    torch.testing.assert_close(net.item_factors, als.item.weight)
+    torch.testing.assert_close(net.spectrograms, audio_content(items, media, split["item_map"]))
+    assert out["deep_content_audio.model"].history.epochs == 2
+
+
+def test_default_deep_content_audio_parameters_match_its_cf_model():
+    raw = yaml.safe_load((CONF / "parameters_training.yml").read_text())
+    model = raw["deep_content_audio"]["model"]
+    source = raw[model["factors_from"]]["model"]
+    assert model["pretrain"] is True and model["factors"] == source.get("factors", source.get("dim"))
+
+
+def test_content2vec_writes_its_item_vectors_as_a_table(split):
+    from recforge.encoders.vectors import align_item_vectors
+
+    pipeline = create_pipeline().only_nodes_with_namespaces(["content2vec"])
+    assert pipeline.all_outputs() == {"content2vec.model", "content2vec.vectors"}
+    assert {"image.vectors", "text.vectors", "prod2vec.vectors", "meta_prod2vec.vectors"} <= pipeline.inputs()
+    rng = np.random.default_rng(2)
+    ids = [f"i{i}" for i in range(30)]
+
+    def table(d, n=30):
+        return pd.DataFrame({"item_id": ids[:n], **{f"v{j}": rng.normal(size=n).astype("float32") for j in range(d)}})
+
+    empty = pd.DataFrame({"item_id": pd.Series([], dtype="string")})  # a source without photos
+    tables = {"image.vectors": empty, "text.vectors": table(6), "prod2vec.vectors": table(4, 25),
+              "meta_prod2vec.vectors": table(4, 25)}
+    raw = _raw_params(content2vec=({"module_dim": 4, "dim": 4, "residual_hidden": 4}, {"epochs": 1, "batch_size": 64}))
+    out = _run(pipeline, split, raw, extra=tables)
+    rec, vectors = out["content2vec.model"], out["content2vec.vectors"]
+    assert rec.network.names == ["text", "prod2vec", "meta_prod2vec"]  # the empty image table left out
+    assert list(vectors.columns) == ["item_id", "v0", "v1", "v2", "v3"] and len(vectors) == 30
+    with torch.no_grad():
+        torch.testing.assert_close(align_item_vectors(vectors, split["item_map"]), rec.network.item_embeddings())

@@ -209,3 +209,12 @@ def test_n_trials_zero_is_rejected_before_any_node_runs():
     raw["ingestion"] = {"source": "synthetic"}
     with pytest.raises(ParameterValidationError, match="n_trials must be at least 1"):
         ParameterValidator({"tuning": pipeline}).validate_raw_params(raw)
+
+
+def test_a_tuned_content_family_is_evaluated_on_its_cold_items_too():
+    from recforge.pipelines.evaluation.nodes import item_side_inputs
+    from recforge.pipelines.tuned.pipeline import create_pipeline as tuned_pipeline
+
+    node = next(n for n in tuned_pipeline().nodes if n.name == "vbpr.evaluate_tuned_model")
+    assert set(item_side_inputs("vbpr").values()) == {"image.vectors", "text.vectors", "audio.vectors"}
+    assert set(item_side_inputs("vbpr").values()) <= set(node.inputs)

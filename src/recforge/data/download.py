@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 # Client errors other than these will not heal on a retry (404, 403, ...), so they fail at once.
-_RETRYABLE_HTTP = {408, 425, 429}
+RETRYABLE_HTTP = frozenset({408, 425, 429})
 
 
 class DownloadError(OSError):
@@ -80,7 +80,7 @@ def download_file(
                 break
             except urllib.error.HTTPError as exc:
                 last = exc
-                if 400 <= exc.code < 500 and exc.code not in _RETRYABLE_HTTP:
+                if 400 <= exc.code < 500 and exc.code not in RETRYABLE_HTTP:
                     raise DownloadError(f"{url} answered HTTP {exc.code} {exc.reason}") from exc
             except (urllib.error.URLError, TimeoutError, ConnectionError, DownloadError, OSError) as exc:
                 last = exc

@@ -12,6 +12,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recforge.data.amazon import AmazonConfig, load_amazon
 from recforge.data.files import FilesConfig, load_files
 from recforge.data.foursquare import FoursquareConfig, load_foursquare
 from recforge.data.media import with_manifest
@@ -36,7 +37,8 @@ class IngestionParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: Literal[
-        "synthetic", "movielens100k", "movielens1m", "files", "yoochoose", "diginetica", "retailrocket", "foursquare"
+        "synthetic", "movielens100k", "movielens1m", "files", "yoochoose", "diginetica", "retailrocket", "foursquare",
+        "amazon",
     ] = "synthetic"
     synthetic: ShopConfig = Field(default_factory=ShopConfig)
     movielens100k: MovieLensConfig = Field(default_factory=MovieLensConfig)
@@ -46,6 +48,7 @@ class IngestionParams(BaseModel):
     diginetica: DigineticaConfig = Field(default_factory=DigineticaConfig)
     retailrocket: RetailRocketConfig = Field(default_factory=RetailRocketConfig)
     foursquare: FoursquareConfig = Field(default_factory=FoursquareConfig)
+    amazon: AmazonConfig = Field(default_factory=AmazonConfig)
 
     @model_validator(mode="after")
     def _files_configured(self) -> IngestionParams:
@@ -122,6 +125,16 @@ def ingest(params: IngestionParams) -> Ingested:
         interactions, items, users = MOVIELENS_LOADERS[params.source](getattr(params, params.source))
         return Ingested(
             interactions, items, users, empty_interactions(), with_manifest({}), *_no_ground_truth()
+        )
+    if params.source == "amazon":
+        amazon = load_amazon(params.amazon)
+        return Ingested(
+            amazon.interactions,
+            amazon.items,
+            amazon.users,
+            empty_interactions(),
+            with_manifest(amazon.media, source=str(params.amazon.images.dir)),
+            *_no_ground_truth(),
         )
     if params.source in LOADERS:
         data = LOADERS[params.source](getattr(params, params.source))

@@ -11,6 +11,8 @@ Strategies (`SplitConfig.strategy`):
 - `leave_last_out`: per user, the last interaction to test and the one before to valid.
 - `last_sessions`: sessions ordered by start time; the last ones to test, those before to valid.
 - `cold_start_items`: a seeded share of items held out entirely (all their rows to valid/test).
+- `cold_start_users`: a seeded share of users held out entirely (all their rows to valid/test),
+  the same draw over users.
 - `presplit`: the source's own held-out file is test; valid is carved from train by leave-last-out.
 - `last_days`: whole sessions by time: those starting in the last `test_days` days to test, those
   lying inside the `valid_days` before that to valid, those ending before to train. A session
@@ -18,6 +20,14 @@ Strategies (`SplitConfig.strategy`):
 
 `valid_fraction = 0` means "no validation split" for every strategy (`valid_days = 0` for
 `last_days`).
+
+Cold users and cold items, for every strategy: a valid/test row whose user (item) is unknown to
+the id maps fitted on train gets `user_idx` (`item_idx`) -1. After a time cut (`temporal`,
+`last_sessions`, `last_days`) a cold user is one whose first interaction is after the cut (she
+signed up late: none of her rows reached train), a cold item one first interacted with after it
+(released late); `cold_start_users` / `cold_start_items` make such users / items by a seeded draw
+instead. The cold-start slices of evaluation (`evaluation.protocols.cold_start_slices`) read
+exactly these -1 rows.
 
 Session preprocessing (`recforge.data.filters`; all off by default) runs inside
 `split_interactions`: long sessions are truncated and the (user, item, session) core is taken
@@ -59,7 +69,8 @@ logger = logging.getLogger(__name__)
 DAY = 86_400
 
 Strategy = Literal[
-    "random", "temporal", "leave_last_out", "last_sessions", "cold_start_items", "presplit", "last_days"
+    "random", "temporal", "leave_last_out", "last_sessions", "cold_start_items", "cold_start_users",
+    "presplit", "last_days",
 ]
 
 
@@ -222,15 +233,29 @@ def label_last_days(df: pd.DataFrame, test_days: float, valid_days: float) -> tu
     return labels, {"test": test_cut, "valid": valid_cut}
 
 
+def _label_held_out(
+    df: pd.DataFrame, column: str, valid_fraction: float, test_fraction: float, seed: int
+) -> np.ndarray:
+    """A seeded share of the distinct values of `column` held out entirely: every row of a
+    held-out value goes to valid/test."""
+    # Sorted ids first, so the draw depends on the seed and the id set, not on row order.
+    ids = pd.Index(df[column].unique()).sort_values()
+    n = len(ids)
+    perm = np.random.default_rng(seed).permutation(n)
+    id_labels = np.empty(n, dtype=np.int8)
+    id_labels[perm] = _label_tail(n, _n_of(valid_fraction, n), _n_of(test_fraction, n))
+    return id_labels[ids.get_indexer(df[column])]
+
+
 def label_cold_start_items(df: pd.DataFrame, valid_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
     """A seeded share of items held out entirely: every row of a held-out item goes to valid/test."""
-    # Sorted ids first, so the draw depends on the seed and the item set, not on row order.
-    items = pd.Index(df["item_id"].unique()).sort_values()
-    n = len(items)
-    perm = np.random.default_rng(seed).permutation(n)
-    item_labels = np.empty(n, dtype=np.int8)
-    item_labels[perm] = _label_tail(n, _n_of(valid_fraction, n), _n_of(test_fraction, n))
-    return item_labels[items.get_indexer(df["item_id"])]
+    return _label_held_out(df, "item_id", valid_fraction, test_fraction, seed)
+
+
+def label_cold_start_users(df: pd.DataFrame, valid_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    """A seeded share of users held out entirely: every row of a held-out user goes to valid/test,
+    so they are all cold users (`user_idx` -1) there."""
+    return _label_held_out(df, "user_id", valid_fraction, test_fraction, seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,6 +289,7 @@ _EMPTY_HINTS = {
     "leave_last_out": "no user has enough interactions (3, or 2 with valid_fraction 0); use 'temporal' or 'random'",
     "last_sessions": "raise splitting.{fraction}; the data may have too few sessions",
     "cold_start_items": "raise splitting.{fraction}; the data may have too few items",
+    "cold_start_users": "raise splitting.{fraction}; the data may have too few users",
     "presplit": "the source has no usable held-out file; use another strategy such as 'temporal'",
     "last_days": "raise splitting.{days}; the log may span too few days",
 }
@@ -303,6 +329,8 @@ def split_interactions(interactions: pd.DataFrame, heldout: pd.DataFrame | None,
         labels = label_last_sessions(df, config.valid_fraction, config.test_fraction)
     elif strategy == "cold_start_items":
         labels = label_cold_start_items(df, config.valid_fraction, config.test_fraction, config.seed)
+    elif strategy == "cold_start_users":
+        labels = label_cold_start_users(df, config.valid_fraction, config.test_fraction, config.seed)
     elif strategy == "presplit":
         # The source's own test file is the test split; valid is each user's last training row.
         labels = label_leave_last_out(df, with_valid=False) if with_valid else np.zeros(len(df), np.int8)

@@ -126,6 +126,13 @@ class TextVocabulary:
 
     def encode(self, docs: Sequence[Sequence[str]]) -> torch.Tensor:
         """Token lists -> int64 (N, L) word ids or (N, L, G) trigram ids; 0 pads."""
+        positions, table = self.encode_words(docs)
+        return table[positions]
+
+    def encode_words(self, docs: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token lists -> (positions (N, L), table (U + 1,) word ids or (U + 1, G) trigram ids)
+        over the U distinct words of `docs`: `encode` is table[positions]. The last table row is
+        padding, so a network can embed each distinct word once and gather (models/text_towers)."""
         cfg = self.config
         length = max(cfg.max_len, max(cfg.filter_widths))  # every filter fits at least once
         uniq: dict[str, int] = {}
@@ -142,7 +149,7 @@ class TextVocabulary:
                 ids = trigram_ids(w, cfg.n_buckets, cfg.max_trigrams)
                 table[k, : len(ids)] = ids
         # the extra last row is the padding entry that -1 selects
-        return torch.from_numpy(table[pos])
+        return torch.from_numpy(pos % len(table)), torch.from_numpy(table)
 
 
 def word2vec_vectors(
@@ -199,6 +206,10 @@ class KimCNN(ContentNetwork):
         e = self.embedding(x)  # (B, L, D) or (B, L, G, D)
         if e.dim() == 4:
             e = e.sum(dim=2)  # bag of trigrams -> (B, L, D)
+        return self.convolve(e)
+
+    def convolve(self, e: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) embedded words -> (B, n_filters * n_widths): convolutions, max over time."""
         e = e.transpose(1, 2)  # (B, D, L)
         pooled = [F.relu(conv(e)).amax(dim=2) for conv in self.convs]  # n_widths x (B, F)
         return torch.cat(pooled, dim=1)  # (B, F * n_widths)

@@ -76,6 +76,11 @@ class CDAE(RecommenderNetwork):
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         return self.logits(user, history, corrupt=False)  # (B, I); σ is monotone, so logits rank
 
+    def score_cold_users(self, history: torch.Tensor) -> torch.Tensor:
+        """A user unseen in training has no node V_u: it is zero, as every user node starts, and
+        her fold-in history alone is encoded."""
+        return self.decoder(self.act(history @ self.item.weight + self.item_bias))  # (B, I)
+
     def item_embeddings(self) -> torch.Tensor:
         return self.item.weight  # (I, H)
 

@@ -28,6 +28,9 @@ class ItemKNN(RecommenderNetwork):
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         return history @ self.similarity  # (B, I) @ (I, I)
 
+    def score_cold_users(self, history: torch.Tensor) -> torch.Tensor:
+        return history @ self.similarity  # the user id was never used: a history is all it needs
+
     def item_embeddings(self) -> torch.Tensor:
         return self.similarity
 

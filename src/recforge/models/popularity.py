@@ -24,6 +24,14 @@ class Popularity(RecommenderNetwork):
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         return self.log_count.expand(user.shape[0], -1)  # (B, I)
 
+    def score_cold_items(self, user: torch.Tensor, content) -> torch.Tensor:
+        """A cold item has no training interactions: log(1 + 0) = 0, below every item bought at
+        least once — the honest popularity baseline for new items (they rank last)."""
+        return self.log_count.new_zeros(user.shape[0], len(content))  # (B, C)
+
+    def score_cold_users(self, history: torch.Tensor) -> torch.Tensor:
+        return self.log_count.expand(history.shape[0], -1)  # (B, I): the user does not matter
+
 
 def build(config: PopularityConfig, train, item_vectors=None) -> Popularity:
     net = Popularity(train.item_popularity)

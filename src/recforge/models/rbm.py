@@ -84,6 +84,9 @@ class RBM(RecommenderNetwork):
         h = torch.sigmoid(self.hidden_logits(history.float()))  # (B, H) mean-field hidden
         return self.visible_logits(h)  # (B, I), the logits of p(v | ĥ)
 
+    def score_cold_users(self, history: torch.Tensor) -> torch.Tensor:
+        return self.score_all(history.new_zeros(0, dtype=torch.long), history)  # no user parameters
+
     def item_embeddings(self) -> torch.Tensor:
         return self.item.weight  # (I, H)
 

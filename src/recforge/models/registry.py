@@ -15,6 +15,11 @@ from recforge.models import contextual_rnn, gru4rec, hrnn, lstm
 from recforge.models import prod2vec_topk
 from recforge.models import deep_regression, deepfm, fm, lr, neural_mf_v1, neural_mf_v2, nfm, wide_deep
 from recforge.models import vbpr
+from recforge.models import hybrid
+from recforge.models import tag_attention_cnn
+from recforge.models import deep_content_audio
+from recforge.models import content2vec
+from recforge.models import cdssm, mv_dnn, text_cnn
 from recforge.models.base import Family
 
 FAMILIES: dict[str, Family] = {
@@ -50,6 +55,13 @@ FAMILIES: dict[str, Family] = {
     "neural_mf_v1": neural_mf_v1.FAMILY,
     "neural_mf_v2": neural_mf_v2.FAMILY,
     "vbpr": vbpr.FAMILY,
+    "hybrid": hybrid.FAMILY,
+    "tag_attention_cnn": tag_attention_cnn.FAMILY,
+    "deep_content_audio": deep_content_audio.FAMILY,
+    "content2vec": content2vec.FAMILY,
+    "text_cnn": text_cnn.FAMILY,
+    "cdssm": cdssm.FAMILY,
+    "mv_dnn": mv_dnn.FAMILY,
 }
 
 

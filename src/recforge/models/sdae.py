@@ -125,6 +125,9 @@ class SDAE(RecommenderNetwork):
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         return self.logits(history, corrupt=False)  # (B, I)
 
+    def score_cold_users(self, history: torch.Tensor) -> torch.Tensor:
+        return self.logits(history, corrupt=False)  # no user parameters: a history is all it reads
+
     def item_embeddings(self) -> torch.Tensor:
         return self.item.weight  # (I, h_1)
 

@@ -7,6 +7,7 @@ state_dict, the validated configs and the training matrix — no pickle.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -209,6 +210,34 @@ class Recommender:
 
         return score
 
+    def cold_item_score_fn(self, content: Any):
+        """`(user (B,)) -> (B, C)` for the cold-start protocols: the network's scores of C items
+        unseen in training from their `content` (what `training.inputs.item_side` builds for a map
+        of those items), moved to the model's device once. Calling it raises
+        `models.base.ColdStartUnsupported` when the family cannot score such items."""
+        net = self._require_fitted()
+        dev = self._device()
+        content = _to_device(content, dev)
+
+        @torch.no_grad()
+        def score(user: torch.Tensor) -> torch.Tensor:
+            return net.score_cold_items(user.to(dev), content).float()
+
+        return score
+
+    def cold_user_score_fn(self):
+        """`(history (B, n_items)) -> (B, n_items)` for the cold-start protocols: scores of users
+        unseen in training from fold-in histories over the training items. Calling it raises
+        `models.base.ColdStartUnsupported` when the family cannot."""
+        net = self._require_fitted()
+        dev = self._device()
+
+        @torch.no_grad()
+        def score(history: torch.Tensor) -> torch.Tensor:
+            return net.score_cold_users(history.to(dev)).float()
+
+        return score
+
     def _score_fn(self):
         net = self._require_fitted()
 
@@ -320,6 +349,24 @@ class Recommender:
             rec.history = History.from_dict(meta["history"])
         rec.fit_seconds = meta.get("fit_seconds")
         return rec
+
+
+def _to_device(content: Any, device: torch.device) -> Any:
+    """Tensors (also inside dicts, lists, tuples and dataclasses) moved to `device`; anything
+    else as is."""
+    if isinstance(content, torch.Tensor):
+        return content.to(device)
+    if isinstance(content, dict):
+        return {k: _to_device(v, device) for k, v in content.items()}
+    if isinstance(content, list):
+        return [_to_device(v, device) for v in content]
+    if isinstance(content, tuple):
+        moved = [_to_device(v, device) for v in content]
+        return type(content)(*moved) if hasattr(content, "_fields") else tuple(moved)
+    if dataclasses.is_dataclass(content) and not isinstance(content, type):
+        fields = [f.name for f in dataclasses.fields(content) if f.init]
+        return dataclasses.replace(content, **{f: _to_device(getattr(content, f), device) for f in fields})
+    return content
 
 
 def _shell_data(seen: sp.csr_matrix) -> InteractionData:

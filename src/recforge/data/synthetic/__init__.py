@@ -54,6 +54,12 @@ The generative story
    ids alone cannot. `impressions` holds user_id, item_id, timestamp, list_id, position, page,
    device, label (ids, page and device as categoricals of strings; list ids number lists in
    time order); `ground_truth_impressions` holds each row's `p_click` and `affinity`.
+9. *Tags.* Every item carries 2-6 tags in `items.tags` ("electronics|phones|modern|gift", joined
+   by `|`), for tag recommendation: drawn without replacement from its department and leaf names,
+   the adjectives of the signs of factors 0-3 (as in the descriptions, flipped now and then) and
+   its brand tier ("budget-brand" .. "flagship-brand"), plus one noise tag ("gift", "sale" ...)
+   30% of the time; `_tags.py`. They come from a ninth random stream, so every other table,
+   column and value is what it was without them.
 
 Presets (before overrides): tiny ~150 users x 100 items, ~4k interactions, 6k impressions (tests);
 default 2,000 x 1,000, ~100k interactions, 300k impressions (the main `kedro run`; the log adds
@@ -77,6 +83,7 @@ from recforge.data.schema import EVENT_DTYPE, INTERACTION_COLUMNS, STRING
 from recforge.data.synthetic._behaviour import simulate_sessions
 from recforge.data.synthetic._impressions import PAGES, Impressions, simulate_impressions
 from recforge.data.synthetic._media import render_media
+from recforge.data.synthetic._tags import item_tags
 from recforge.data.synthetic._text import item_texts, join
 from recforge.data.synthetic._world import (
     AGE_GROUPS,
@@ -212,9 +219,9 @@ def generate_shop(config: ShopConfig) -> SyntheticShop:
     sizes = config.sizes()
     horizon = sizes.n_weeks * 7 * DAY
     # child i of a SeedSequence does not depend on how many are spawned: adding the impression
-    # stream (the 8th) leaves every earlier table and media byte as it was
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(8)]
-    rng_items, rng_users, rng_scale, rng_events, rng_text, rng_image, rng_audio, rng_shown = streams
+    # stream (the 8th) and the tag stream (the 9th) leaves every earlier table and media byte as it was
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(9)]
+    rng_items, rng_users, rng_scale, rng_events, rng_text, rng_image, rng_audio, rng_shown, rng_tags = streams
 
     share = config.cold_start_share
     cat, centroids = draw_catalogue(sizes.n_items, config.n_factors, horizon, share, rng_items)
@@ -246,6 +253,7 @@ def generate_shop(config: ShopConfig) -> SyntheticShop:
     category = join(top_names, "/", leaf_names)
     brand = np.array(BRANDS, dtype=object)[cat.top, cat.brand]
     title, text = item_texts(cat.top, cat.leaf, cat.brand, cat.z, rng_text)
+    tags = item_tags(cat.top, cat.leaf, cat.brand, cat.z, rng_tags)
 
     media: dict[str, bytes] = {}
     image_paths = join("images/", item_ids, ".png")
@@ -268,6 +276,7 @@ def generate_shop(config: ShopConfig) -> SyntheticShop:
             "image_path": _strings(image_paths) if config.with_media else no_media,
             "audio_path": _strings(audio_paths) if config.with_media else no_media,
             "brand": _strings(brand),
+            "tags": _strings(tags),
         }
     )
     users = pd.DataFrame(

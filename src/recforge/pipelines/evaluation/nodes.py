@@ -4,10 +4,15 @@ from typing import Any
 
 import pandas as pd
 
+from recforge.data.errors import DataError
+
 from recforge.data.interactions import InteractionData
 from recforge.evaluation.report import (
     EvaluationConfig,
     build_leaderboard,
+    cold_start_flat,
+    cold_start_leaderboard,
+    cold_start_markdown,
     evaluate_recommender,
     leaderboard_figure,
     leaderboard_label,
@@ -20,6 +25,16 @@ from recforge.evaluation.report import (
     recommendations_table,
 )
 from recforge.evaluation.sessions import evaluate_sessions, session_leaderboard
+from recforge.models.registry import get_family
+from recforge.pipelines.training.pipeline import ITEM_VECTORS, upstream
+
+
+def item_side_inputs(family: str) -> dict[str, str]:
+    """The datasets a family's item side is built from, as training reads them (`upstream` in
+    pipelines/training without the trained models it warm-starts from): {name inside the
+    template: catalog dataset}. Evaluation builds the cold test items' content from them."""
+    warm = {f"{name}_model" for name in get_family(family).warm_start_from}
+    return {name: dataset for name, dataset in upstream(family).items() if name not in warm}
 
 
 def evaluate_model(
@@ -29,9 +44,20 @@ def evaluate_model(
     user_map: pd.DataFrame,
     item_map: pd.DataFrame,
     evaluation: EvaluationConfig,
+    *item_side: Any,
 ) -> dict[str, Any]:
-    """Full, sampled, rating and cold-start metrics of one family on the test split."""
-    return evaluate_recommender(model, train, test, len(user_map), len(item_map), evaluation)
+    """Full, sampled, rating and cold-start metrics of one family on the test split.
+
+    `item_side`: the datasets of `item_side_inputs(family)`, in order, from which the cold test
+    items' content is built; left out (a caller outside the pipeline), the cold-item slices of
+    a family that scores them from content are not evaluated."""
+    expected = item_side_inputs(model.name)
+    if item_side and len(item_side) != len(expected):
+        raise ValueError(f"{model.name}: evaluate_model got {len(item_side)} item-side datasets, "
+                         f"expected {len(expected)} ({list(expected.values())})")  # fmt: skip
+    given = tuple(item_side) if item_side or not expected else None
+    return evaluate_recommender(model, train, test, len(user_map), len(item_map), evaluation,
+                                item_side=given, vector_tables=ITEM_VECTORS.get(model.name, ()))  # fmt: skip
 
 
 def recommend_items(
@@ -64,7 +90,30 @@ def report_leaderboard(
         }
         for _, row in board.iterrows()
     }
-    return board, leaderboard_markdown(board), leaderboard_figure(board, k=k), flat
+    cold = cold_start_leaderboard(default, k=k)
+    for family, numbers in cold_start_flat(cold, k=k).items():
+        flat.setdefault(family, {}).update(numbers)
+    md = leaderboard_markdown(board) + "\n" + _section(cold_start_markdown(cold, k, _cold_counts(default)))
+    return board, md, leaderboard_figure(board, k=k), flat
+
+
+def _section(md: str) -> str:
+    """A page's Markdown one heading level down, as a section of another page."""
+    return md.replace("\n# ", "\n## ").replace("# ", "## ", 1)
+
+
+def _cold_counts(metrics: dict[str, dict[str, Any] | None]) -> dict[str, Any] | None:
+    """One family's `cold_start` metrics: the slices' sizes, the same for every family."""
+    return next((m["cold_start"] for m in metrics.values() if m and m.get("cold_start")), None)
+
+
+def report_cold_start_leaderboard(
+    evaluation: EvaluationConfig, **metrics: dict[str, Any] | None
+) -> tuple[pd.DataFrame, str]:
+    """The cold-start section on its own page: every family's warm, cold-item (all items, cold
+    only) and cold-user slices, "–" where the family cannot score one."""
+    board = cold_start_leaderboard(metrics, k=evaluation.leaderboard_k)
+    return board, cold_start_markdown(board, evaluation.leaderboard_k, _cold_counts(metrics))
 
 
 def evaluate_session_model(
@@ -107,16 +156,53 @@ def report_context_leaderboard(
     return board, context_markdown(board)
 
 
-def report_tasks(rating_md: str, context_md: str, **ctr_metrics: dict[str, Any] | None) -> str:
+def evaluate_tag_model(
+    model: Any, items: pd.DataFrame, test: pd.DataFrame, item_map: pd.DataFrame, evaluation: EvaluationConfig
+) -> dict[str, Any]:
+    """Tag recommendation (Gong & Zhang 2016) of the trained `tag_attention_cnn` on the test
+    split's cold items — items whose text and tags the model never saw — against tag popularity.
+    A source without tags (or without cold items) gets `skipped` with the reason."""
+    from recforge.evaluation.tags import evaluate_tags
+    from recforge.training.inputs import cold_item_map
+
+    cold = cold_item_map(test, item_map)["item_id"]
+    cold = cold[cold.isin(items["item_id"].astype("string"))]
+    if not len(cold):
+        return {"skipped": "the test split has no cold items with an items-table row"}
+    try:
+        return evaluate_tags(model, items, cold.tolist(), ks=evaluation.tag_ks)
+    except DataError as error:  # no tags, genres or category column in this source
+        return {"skipped": str(error)}
+
+
+def tags_markdown(metrics: dict[str, Any] | None) -> str:
+    """The tag-recommendation section: P/R/F1@k of the model and of tag popularity."""
+    head = "# Tag recommendation (tag_attention_cnn, cold test items)\n\n"
+    if not metrics:
+        return head + "Not evaluated: `tag_attention_cnn` has not been trained.\n"
+    if "skipped" in metrics:
+        return head + f"Not evaluated: {metrics['skipped']}.\n"
+    ks = sorted({int(k.split("@")[1]) for k in metrics if k.startswith("precision@")})
+    cols = [f"{m}@{k}" for k in ks for m in ("precision", "recall", "f1")]
+    lines = [head + f"{int(metrics['n_items'])} items with tags.\n", "| model | " + " | ".join(cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for label, prefix in (("tag_attention_cnn", ""), ("tag popularity", "tag_popularity_")):
+        lines.append(f"| {label} | " + " | ".join(f"{metrics[prefix + c]:.4f}" for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report_tasks(rating_md: str, context_md: str, tags: dict[str, Any] | None = None,
+                 **ctr_metrics: dict[str, Any] | None) -> str:  # fmt: skip
     """One page with a leaderboard section per task: rating prediction, CTR (from the `ctr`
-    pipeline's per-family metrics, when it has run) and context-aware top-K."""
+    pipeline's per-family metrics, when it has run), context-aware top-K and tag recommendation."""
     from recforge.pipelines.ctr.nodes import report_ctr
 
     if any(ctr_metrics.values()):
         ctr_md = report_ctr(**ctr_metrics)[1]
     else:
         ctr_md = "# CTR leaderboard\n\nNo click model trained yet: `kedro run --pipelines ctr`.\n"
-    sections = [md.replace("\n# ", "\n## ").replace("# ", "## ", 1) for md in (rating_md, ctr_md, context_md)]
+    pages = (rating_md, ctr_md, context_md, tags_markdown(tags))
+    sections = [md.replace("\n# ", "\n## ").replace("# ", "## ", 1) for md in pages]
     return "# Leaderboards by task\n\n" + "\n".join(sections)
 
 

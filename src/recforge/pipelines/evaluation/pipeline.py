@@ -2,6 +2,8 @@
 
 The per-family template runs in each family's namespace (`{family}.metrics`,
 `{family}.recommendations` via dataset factories); `report_leaderboard` gathers them all.
+`evaluate_model` also reads the family's item side as training does (`item_side_inputs`: its
+vector tables, feature tables or items table), to score the test split's cold items from content.
 """
 
 import warnings
@@ -13,12 +15,15 @@ from recforge.pipelines.evaluation.nodes import (
     TUNED_PREFIX,
     evaluate_model,
     evaluate_session_model,
+    item_side_inputs,
     recommend_items,
+    report_cold_start_leaderboard,
     report_context_leaderboard,
     report_leaderboard,
     report_rating_leaderboard,
     report_session_leaderboard,
     report_tasks,
+    evaluate_tag_model,
 )
 from recforge.pipelines.ctr.pipeline import CTR_FAMILIES
 from recforge.pipelines.tuning.pipeline import TUNABLE
@@ -27,11 +32,12 @@ SHARED = {"train", "test", "user_map", "item_map"}
 
 
 def create_family_pipeline(family: str) -> Pipeline:
+    side = item_side_inputs(family)
     template = Pipeline(
         [
             Node(
                 evaluate_model,
-                inputs=["model", "train", "test", "user_map", "item_map", "params:evaluation"],
+                inputs=["model", "train", "test", "user_map", "item_map", "params:evaluation", *side],
                 outputs="metrics",
                 name="evaluate_model",
             ),
@@ -49,15 +55,17 @@ def create_family_pipeline(family: str) -> Pipeline:
             ),
         ]
     )
-    return Pipeline(template, namespace=family, inputs=SHARED, parameters={"params:evaluation"})
+    return Pipeline(template, namespace=family, inputs={**{n: n for n in SHARED}, **side},
+                    parameters={"params:evaluation"})  # fmt: skip
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    per_family = sum((create_family_pipeline(f) for f in FAMILIES), Pipeline([]))
     with warnings.catch_warnings():
-        # The leaderboard reads every namespace's `{family}.metrics` by its namespaced name on
-        # purpose; Kedro's warning about dots in dataset names targets hand-written names.
+        # The leaderboard reads every namespace's `{family}.metrics` (and a family its item side,
+        # e.g. `image.vectors`) by its namespaced name on purpose; Kedro's warning about dots in
+        # dataset names targets hand-written names.
         warnings.filterwarnings("ignore", message="One or more dataset names contain")
+        per_family = sum((create_family_pipeline(f) for f in FAMILIES), Pipeline([]))
         leaderboard = Pipeline(
             [
                 Node(
@@ -85,12 +93,25 @@ def create_pipeline(**kwargs) -> Pipeline:
                     name="report_context_leaderboard",
                 ),
                 Node(
+                    evaluate_tag_model,
+                    inputs=["tag_attention_cnn.model", "items", "test", "item_map", "params:evaluation"],
+                    outputs="tag_metrics",
+                    name="evaluate_tags",
+                ),
+                Node(
                     report_tasks,
                     inputs={"rating_md": "rating_leaderboard_md", "context_md": "context_leaderboard_md",
+                            "tags": "tag_metrics",
                             # absent (None) until `kedro run --pipelines ctr` has run
                             **{f: f"{f}.ctr_metrics" for f in CTR_FAMILIES}},
                     outputs="tasks_leaderboard_md",
                     name="report_tasks",
+                ),
+                Node(
+                    report_cold_start_leaderboard,
+                    inputs={"evaluation": "params:evaluation", **{f: f"{f}.metrics" for f in FAMILIES}},
+                    outputs=["cold_start_leaderboard", "cold_start_leaderboard_md"],
+                    name="report_cold_start_leaderboard",
                 ),
                 Node(
                     report_session_leaderboard,

@@ -16,6 +16,9 @@ Two kinds of upstream input, both fixed here so the pipeline's shape never depen
 - `Family.item_content`: a family that reads item content itself (cnn3d: the characters of
   each item's id, text and category) gets the catalog datasets of `Family.content_inputs`
   (the canonical `items` table; the `media` root too for one that reads the files).
+- `VECTOR_OUTPUTS`: a family whose trained item embeddings are themselves a vector table
+  (content2vec) also writes `<family>.vectors` (data/04_feature/<family>/), which any family can
+  then read through `ITEM_VECTORS`.
 - `Family.warm_start_from`: a family that starts from other trained families reads their
   `<family>.model` (neumf from gmf and mlp, He et al. 2017 §3.4.1, when its `pretrain` parameter
   is true), so Kedro orders it after them.
@@ -23,6 +26,7 @@ Two kinds of upstream input, both fixed here so the pipeline's shape never depen
 
 from kedro.pipeline import Node, Pipeline
 
+from recforge.models.content2vec import export_item_vectors
 from recforge.models.registry import FAMILIES, get_family
 from recforge.pipelines.training.nodes import make_fit_model
 
@@ -36,7 +40,13 @@ CONTENT_TABLES = ("image", "text", "audio")
 ITEM_VECTORS: dict[str, tuple[str, ...]] = {
     "lstm": ("prod2vec",),
     "vbpr": CONTENT_TABLES,
+    "hybrid": CONTENT_TABLES,
+    # Content2Vec keeps one module per table (`Family.vector_blocks`)
+    "content2vec": ("image", "text", "prod2vec", "meta_prod2vec"),
 }
+# family -> a node function (trained model, item_map) -> vector table, written to
+# `<family>.vectors` (data/04_feature/<family>/) so that any family can start from it
+VECTOR_OUTPUTS = {"content2vec": export_item_vectors}
 
 
 def upstream(family: str) -> dict[str, str]:
@@ -61,16 +71,18 @@ def upstream_inputs(family: str) -> list[str]:
 def create_family_pipeline(family: str) -> Pipeline:
     """The training template with `family`'s node, inside the `family` namespace."""
     extra = upstream(family)
-    template = Pipeline(
-        [
-            Node(
-                make_fit_model(family, vector_tables=ITEM_VECTORS.get(family, ())),
-                inputs=["train", "valid", "user_map", "item_map", "params:model", "params:training", *extra],
-                outputs="model",
-                name="fit_model",
-            )
-        ]
-    )
+    nodes = [
+        Node(
+            make_fit_model(family, vector_tables=ITEM_VECTORS.get(family, ())),
+            inputs=["train", "valid", "user_map", "item_map", "params:model", "params:training", *extra],
+            outputs="model",
+            name="fit_model",
+        )
+    ]
+    if family in VECTOR_OUTPUTS:
+        export = VECTOR_OUTPUTS[family]
+        nodes.append(Node(export, inputs=["model", "item_map"], outputs="vectors", name=export.__name__))
+    template = Pipeline(nodes)
     return Pipeline(template, namespace=family, inputs={**{name: name for name in SPLIT_INPUTS}, **extra})
 
 

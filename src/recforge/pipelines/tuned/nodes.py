@@ -5,7 +5,8 @@ from typing import Any
 
 import pandas as pd
 
-from recforge.evaluation.report import EvaluationConfig, evaluate_recommender
+from recforge.evaluation.report import EvaluationConfig
+from recforge.pipelines.evaluation.nodes import evaluate_model
 from recforge.models.registry import get_family
 from recforge.pipelines.training.nodes import fit_recommender
 from recforge.training.config import TrainConfig
@@ -47,8 +48,10 @@ def evaluate_tuned_model(
     item_map: pd.DataFrame,
     evaluation: EvaluationConfig,
     best_params: dict[str, Any],
+    *item_side: Any,
 ) -> dict[str, Any]:
-    """The default evaluation's metrics of the tuned model plus the study's summary (`tuning`)."""
-    metrics = evaluate_recommender(model, train, test, len(user_map), len(item_map), evaluation)
+    """The default evaluation's metrics of the tuned model (cold-start slices included: `item_side`
+    as in the evaluation pipeline) plus the study's summary (`tuning`)."""
+    metrics = evaluate_model(model, train, test, user_map, item_map, evaluation, *item_side)
     metrics["tuning"] = {k: best_params.get(k) for k in TUNING_SUMMARY}
     return metrics

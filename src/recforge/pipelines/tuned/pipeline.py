@@ -9,6 +9,7 @@ default row. `--pipelines tuned` alone reuses the best parameters of an earlier 
 
 from kedro.pipeline import Node, Pipeline
 
+from recforge.pipelines.evaluation.nodes import item_side_inputs
 from recforge.pipelines.training.pipeline import ITEM_VECTORS, SPLIT_INPUTS, upstream
 from recforge.pipelines.tuned.nodes import evaluate_tuned_model, make_fit_tuned_model
 from recforge.pipelines.tuning.pipeline import TUNABLE
@@ -28,7 +29,8 @@ def create_family_pipeline(family: str) -> Pipeline:
             ),
             Node(
                 evaluate_tuned_model,
-                inputs=["tuned_model", "train", "test", "user_map", "item_map", "params:evaluation", "best_params"],
+                inputs=["tuned_model", "train", "test", "user_map", "item_map", "params:evaluation", "best_params",
+                        *item_side_inputs(family)],
                 outputs="tuned_metrics",
                 name="evaluate_tuned_model",
             ),
