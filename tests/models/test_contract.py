@@ -15,11 +15,11 @@ from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.evaluation.protocols import full_ranking
 from recforge.features.tables import FieldTables, build_field_tables
-from recforge.encoders.vectors import vector_table
 from recforge.models.registry import FAMILIES
 from recforge.pipelines.training.pipeline import CONTENT_TABLES, ITEM_VECTORS
 from recforge.training.inputs import item_side
 from recforge.training.recommender import Recommender, uses_ratings
+from shop_content import content_tables
 
 # Small, fast settings per family for the contract (the real ones live in conf/base).
 FAST: dict[str, tuple[dict, dict]] = {
@@ -74,20 +74,6 @@ _TABLES: dict[str, FieldTables] = {}
 _CONTENT: dict[str, object] = {}
 
 
-def content_tables(shop, item_map: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Stand-ins for the pretraining content tables (image, text, audio) and behaviour tables
-    (prod2vec, meta_prod2vec): each a different noisy linear read-out of the shop's hidden item
-    factors, as the real encoders approximate them."""
-    truth = shop.ground_truth_items
-    factors = truth[[c for c in truth.columns if c.startswith("f")]].to_numpy(np.float32)  # (I, K)
-    rng = np.random.default_rng(7)
-    tables = {}
-    for name in (*CONTENT_TABLES, "prod2vec", "meta_prod2vec"):
-        vectors = factors @ rng.normal(size=(factors.shape[1], 16)) + 0.3 * rng.normal(size=(len(factors), 16))
-        tables[name] = vector_table(truth["item_id"].to_numpy(), vectors)
-    return tables
-
-
 def inputs(family: str) -> dict:
     """What `fit` takes besides the split, as the training pipeline would hand it: the shop's
     feature tables for field-aware families, content vectors for families reading vector tables,
@@ -124,7 +110,8 @@ def shop_splits():
     n_users, n_items = len(s.user_map), len(s.item_map)
     _TABLES["shop"] = build_field_tables(shop.users, shop.items, s.user_map.to_frame(), s.item_map.to_frame(),
                                          SHOP_FEATURES)  # fmt: skip
-    tables = content_tables(shop, s.item_map.to_frame())
+    # stand-ins for the content tables and the behaviour tables (prod2vec, meta_prod2vec)
+    tables = content_tables(shop, names=(*CONTENT_TABLES, "prod2vec", "meta_prod2vec"))
     datasets = {"items": shop.items, "media": shop.media}  # media: 0.1 s for 150 items
     for name, fam in FAMILIES.items():
         config = fam.config.model_validate(FAST.get(name, ({}, {}))[0])

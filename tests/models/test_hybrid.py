@@ -12,11 +12,12 @@ from recforge.data.filters import filter_interactions
 from recforge.data.interactions import InteractionData
 from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
-from recforge.encoders.vectors import align_item_vectors, vector_table
+from recforge.encoders.vectors import align_item_vectors
 from recforge.evaluation.protocols import full_ranking
 from recforge.models.hybrid import HybridConfig
 from recforge.training.inputs import cold_item_map
 from recforge.training.recommender import Recommender
+from shop_content import content_tables
 
 STRATEGIES = ["weighting", "switching", "initialising", "joint", "regularising", "mapping"]
 
@@ -29,11 +30,7 @@ def shop():
     config = SplitConfig(strategy="temporal", valid_fraction=0.0, test_fraction=0.2, seed=0,
                          min_user_interactions=3, min_item_interactions=3)
     s = split_interactions(filter_interactions(shop.interactions, config), None, config)
-    truth = shop.ground_truth_items
-    factors = truth[[c for c in truth.columns if c.startswith("f")]].to_numpy(np.float32)
-    rng = np.random.default_rng(0)
-    table = vector_table(truth["item_id"].to_numpy(),
-                         factors @ rng.normal(size=(factors.shape[1], 16)) + 0.3 * rng.normal(size=(len(factors), 16)))
+    table = content_tables(shop, seed=0)["image"]
     item_map = s.item_map.to_frame()
     train = InteractionData.from_frame(s.train, len(s.user_map), len(item_map))
     cold = cold_item_map(s.test, item_map)
