@@ -4,7 +4,9 @@ item's content vector f_i (the tables `vectors` names, as for vbpr) through g (a
 or an MLP with `hidden`) into the same D dimensions. All six train with BPR on (u, i, j) triples.
 
 - `weighting`: two recommenders, each with its own BPR loss — CF and content (θ_u·g(f_i)) — and
-  the score their blend  w·x̂_cf + (1 − w)·x̂_content  with w = `weight` (tuned on validation).
+  the score their blend  w·x̂_cf + (1 − w)·x̂_content  with w = `weight` (tuned on validation);
+  an item with no CF opinion (a cold item) gets the content score alone, the weights
+  renormalised over the recommenders that can score it (as P-Tango does, Claypool et al. 1999).
 - `switching`: the same two parts; an item with fewer than `switch_threshold` training
   interactions is scored by content, the others by CF (Burke 2002's switching hybrid).
 - `initialising`: γ_i starts from content, γ_i ← P f_i (P: the top-D principal directions of
@@ -132,9 +134,7 @@ class Hybrid(RecommenderNetwork):
             raise ValueError(f"hybrid: cold items have {content.shape[1]}-d content, the model was trained "
                              f"on {self.features.shape[1]}-d vectors")
         content = content.to(self.features)
-        if self.strategy == "weighting":
-            return (1.0 - self.weight) * (self.user_content(user) @ self.content(content).T)
-        if self.strategy == "switching":
+        if self.strategy in ("weighting", "switching"):  # no CF opinion: the content part alone
             return self.user_content(user) @ self.content(content).T
         return self.user(user) @ self.content_vectors(content).T  # (B, C)
 
