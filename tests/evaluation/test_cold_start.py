@@ -313,7 +313,7 @@ def test_vectors_of_another_dimension_for_a_saved_model_are_a_clear_error(shop_s
     fitted("vbpr", shop_split).save(tmp_path / "vbpr")
     loaded = Recommender.load(tmp_path / "vbpr")
     tables = [t[["item_id", *[f"v{j}" for j in range(8)]]] for t in item_side("vbpr", shop)]  # 8 of 16 columns
-    with pytest.raises(ValueError, match=r"vbpr: the cold test items' content from the \['image', 'text', 'audio'\] "
+    with pytest.raises(ValueError, match=r"vbpr: the cold test items' content from the \['image', 'text', 'audio', 'content2vec'\] "
                                          r"vector tables does not fit the trained model.*16-d.*retrain"):  # fmt: skip
         evaluate_model(loaded, s.train, s.test, s.user_map.to_frame(), s.item_map.to_frame(), EVALUATION, *tables)
 
@@ -324,6 +324,6 @@ def test_without_its_item_side_a_content_family_is_not_evaluated_on_cold_items(s
     out = evaluate_model(fitted("vbpr", shop_split), s.train, s.test, s.user_map.to_frame(), s.item_map.to_frame(),
                          EVALUATION)["cold_start"]  # fmt: skip
     assert out["cold_items_all"] is None and "not evaluated" in out["unsupported"]["cold_items"]
-    with pytest.raises(ValueError, match="expected 3"):
+    with pytest.raises(ValueError, match="expected 4"):
         evaluate_model(fitted("vbpr", shop_split), s.train, s.test, s.user_map.to_frame(), s.item_map.to_frame(),
                        EVALUATION, *item_side("vbpr", shop)[:1])  # fmt: skip

@@ -110,8 +110,9 @@ def shop_splits():
     n_users, n_items = len(s.user_map), len(s.item_map)
     _TABLES["shop"] = build_field_tables(shop.users, shop.items, s.user_map.to_frame(), s.item_map.to_frame(),
                                          SHOP_FEATURES)  # fmt: skip
-    # stand-ins for the content tables and the behaviour tables (prod2vec, meta_prod2vec)
-    tables = content_tables(shop, names=(*CONTENT_TABLES, "prod2vec", "meta_prod2vec"))
+    # stand-ins for the content tables, the behaviour tables (prod2vec, meta_prod2vec) and
+    # content2vec's output table
+    tables = content_tables(shop, names=(*CONTENT_TABLES, "prod2vec", "meta_prod2vec", "content2vec"))
     datasets = {"items": shop.items, "media": shop.media}  # media: 0.1 s for 150 items
     for name, fam in FAMILIES.items():
         config = fam.config.model_validate(FAST.get(name, ({}, {}))[0])

@@ -20,7 +20,7 @@ from recforge.models.registry import FAMILIES
 from recforge.pipelines.evaluation.nodes import item_side_inputs
 from recforge.pipelines.evaluation.pipeline import create_pipeline as evaluation
 from recforge.pipelines.splitting.pipeline import create_pipeline as splitting
-from recforge.pipelines.training.pipeline import CONTENT_TABLES, upstream
+from recforge.pipelines.training.pipeline import CONTENT_TABLES, ITEM_VECTORS, upstream
 from recforge.pipelines.training.pipeline import create_pipeline as training
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,12 +85,12 @@ def test_splitting_training_evaluation_write_the_cold_start_section():
     pipeline = (splitting() + training().only_nodes_with_namespaces(list(FAMILIES_RUN)) + per_family
                 + evaluation().only_nodes("report_cold_start_leaderboard"))  # fmt: skip
     validated = ParameterValidator({"run": pipeline}).validate_raw_params(raw)
-    tables = content_tables(shop)
+    tables = content_tables(shop, names=ITEM_VECTORS["vbpr"])
     catalog = DataCatalog({
         "interactions": MemoryDataset(shop.interactions),
         "heldout_interactions": MemoryDataset(shop.interactions.iloc[:0]),
         "validation_status": MemoryDataset({"passed": True, "fingerprint": table_fingerprint(shop.interactions)}),
-        **{f"{t}.vectors": MemoryDataset(tables[t]) for t in CONTENT_TABLES},
+        **{f"{t}.vectors": MemoryDataset(tables[t]) for t in ITEM_VECTORS["vbpr"]},
         # the families not run here: no metrics written yet
         **{f"{f}.metrics": MemoryDataset({}) for f in FAMILIES if f not in FAMILIES_RUN},
     })  # fmt: skip

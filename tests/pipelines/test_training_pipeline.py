@@ -68,7 +68,7 @@ def test_every_family_has_a_namespace_and_upstream_inputs_are_shared():
     order = [n.namespace for n in pipeline.nodes]
     assert order.index("neumf") > max(order.index("gmf"), order.index("mlp"))
     assert upstream_inputs("neumf") == ["gmf.model", "mlp.model"]
-    known = {"prod2vec", "meta_prod2vec", "user2vec", "image", "text", "audio"}
+    known = {"prod2vec", "meta_prod2vec", "user2vec", "image", "text", "audio", "content2vec"}
     assert all(set(names) <= known for names in ITEM_VECTORS.values())
 
 
@@ -176,7 +176,7 @@ def test_cnn3d_reads_the_characters_of_the_items_table(split):
 
 def test_vbpr_reads_every_content_table_and_its_vectors_parameter_picks(split, caplog):
     pipeline = create_pipeline().only_nodes_with_namespaces(["vbpr"])
-    assert {"image.vectors", "text.vectors", "audio.vectors"} <= pipeline.inputs()
+    assert {"image.vectors", "text.vectors", "audio.vectors", "content2vec.vectors"} <= pipeline.inputs()
     rng = np.random.default_rng(1)
     ids = [f"i{i}" for i in range(30)]
 
@@ -184,7 +184,8 @@ def test_vbpr_reads_every_content_table_and_its_vectors_parameter_picks(split, c
         return pd.DataFrame({"item_id": ids, **{f"v{j}": rng.normal(size=30).astype("float32") for j in range(d)}})
 
     empty = pd.DataFrame({"item_id": pd.Series([], dtype="string")})  # a source without sounds
-    tables = {"image.vectors": table(6), "text.vectors": table(4), "audio.vectors": empty}
+    tables = {"image.vectors": table(6), "text.vectors": table(4), "audio.vectors": empty,
+              "content2vec.vectors": table(3)}
     raw = _raw_params(vbpr=({"dim": 8, "visual_dim": 4, "vectors": ["image", "text", "audio"]},
                             {"epochs": 1, "batch_size": 64}))
     with caplog.at_level("WARNING"):

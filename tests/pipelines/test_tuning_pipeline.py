@@ -216,5 +216,5 @@ def test_a_tuned_content_family_is_evaluated_on_its_cold_items_too():
     from recforge.pipelines.tuned.pipeline import create_pipeline as tuned_pipeline
 
     node = next(n for n in tuned_pipeline().nodes if n.name == "vbpr.evaluate_tuned_model")
-    assert set(item_side_inputs("vbpr").values()) == {"image.vectors", "text.vectors", "audio.vectors"}
+    assert set(item_side_inputs("vbpr").values()) == {"image.vectors", "text.vectors", "audio.vectors", "content2vec.vectors"}
     assert set(item_side_inputs("vbpr").values()) <= set(node.inputs)

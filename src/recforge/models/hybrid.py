@@ -50,7 +50,7 @@ class HybridConfig(ModelConfig):
     weight: float = Field(0.5, ge=0.0, le=1.0)  # weighting: w of the CF score
     switch_threshold: int = Field(5, ge=1)  # switching: fewer training interactions -> content
     content_weight: float = Field(1.0, ge=0.0)  # λ of the joint / regularising / mapping terms
-    vectors: tuple[Literal["image", "text", "audio"], ...] = Field(("image",), min_length=1)
+    vectors: tuple[Literal["image", "text", "audio", "content2vec"], ...] = Field(("image",), min_length=1)
 
 
 class Hybrid(RecommenderNetwork):

@@ -30,7 +30,7 @@ class VBPRConfig(ModelConfig):
     l2: float = Field(1e-5, ge=0)
     l2_visual: float = Field(1e-6, ge=0)  # on E and β'
     # which content tables f_i is made of, side by side (pipelines/training: ITEM_VECTORS)
-    vectors: tuple[Literal["image", "text", "audio"], ...] = Field(("image",), min_length=1)
+    vectors: tuple[Literal["image", "text", "audio", "content2vec"], ...] = Field(("image",), min_length=1)
 
 
 class VBPR(RecommenderNetwork):

@@ -39,8 +39,9 @@ CONTENT_TABLES = ("image", "text", "audio")
 # family -> the pretraining namespaces whose vector tables it reads, in this order
 ITEM_VECTORS: dict[str, tuple[str, ...]] = {
     "lstm": ("prod2vec",),
-    "vbpr": CONTENT_TABLES,
-    "hybrid": CONTENT_TABLES,
+    # content2vec's fine-tuned table too: vbpr and hybrid then train after content2vec
+    "vbpr": (*CONTENT_TABLES, "content2vec"),
+    "hybrid": (*CONTENT_TABLES, "content2vec"),
     # Content2Vec keeps one module per table (`Family.vector_blocks`)
     "content2vec": ("image", "text", "prod2vec", "meta_prod2vec"),
 }
