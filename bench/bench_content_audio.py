@@ -38,12 +38,12 @@ N_USERS, PER_USER, COLD_SHARE, SEED = 800, 30, 0.2, 0
 
 
 def catalogue(folder: Path) -> tuple[pd.DataFrame, dict]:
-    files = sorted(folder.glob("*.wav"))
+    files = sorted(folder.glob("*.wav")) or sorted(folder.glob("recordings/*.wav"))  # the archive's layout
     if not files:
         raise SystemExit(f"no .wav files in {folder}")
     parts = [f.stem.split("_") for f in files]
     items = pd.DataFrame({
-        "item_id": [f.stem for f in files], "audio_path": [f.name for f in files],
+        "item_id": [f.stem for f in files], "audio_path": [f.name for f in files],  # relative to the media root
         "digit": [int(p[0]) for p in parts], "speaker": [p[1] for p in parts],
     })  # fmt: skip
     items["category"] = "digit/" + items["digit"].astype(str)

@@ -11,7 +11,7 @@ the text families, the media for deep_content_audio, and for the vector-table fa
 stand-ins of the encoders' tables (64-d noisy read-outs of the shop's hidden factors — the real
 encoders would add their own pretraining time, see "Pretraining encoders"). deep_content_audio
 fits its own WMF factors (`pretrain: false`), as it needs no trained als then.
-Writes bench/results/content_speed.{md,json}.
+Writes bench/results/content_speed_<preset>.{md,json} (`--families` subsets add their names).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 FAMILIES = ("popularity", "item_knn", "bpr", "vbpr", "hybrid", "content2vec", "text_cnn", "cdssm", "mv_dnn",
             "tag_attention_cnn", "deep_content_audio")  # fmt: skip
-TABLES = ("image", "text", "audio", "prod2vec", "meta_prod2vec")
+TABLES = ("image", "text", "audio", "prod2vec", "meta_prod2vec", "content2vec")
 
 
 def prepare(preset: str, work: Path) -> dict:
@@ -143,8 +143,9 @@ def main() -> None:
         lines.append(f"| {r['family']} | {r['fit_s']:.1f} | {fmt(r['epoch_s'], '.1f')} | "
                      f"{fmt(r['samples_per_s'], ',.0f')} | {r['peak_rss_mb']:,.0f} |")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "content_speed.md").write_text("\n".join(lines) + "\n")
-    (args.out / "content_speed.json").write_text(json.dumps({"data": data, "rows": rows}, indent=1))
+    name = f"content_speed_{args.preset}" + ("" if args.families == list(FAMILIES) else "_" + "_".join(args.families))
+    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{name}.json").write_text(json.dumps({"data": data, "rows": rows}, indent=1))
     print("\n".join(lines))
 
 

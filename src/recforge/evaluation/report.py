@@ -139,7 +139,9 @@ def cold_item_content(
     A family without an item side gets an empty (C, 0) tensor: C items, no content. A cold item
     missing from a vector table gets that table's mean vector (`align_item_vectors`, which logs
     the count) and one missing from the items table whatever the family's `item_content` gives
-    it; either is counted in `cold_items_without_content` (None where the family reads neither).
+    it. `cold_items_without_content` counts the cold items missing from every table the family
+    uses (content2vec's behaviour tables never cover cold items, its image and text tables do),
+    or from the items table (None where the family reads neither).
     """
     fam, config = recommender.family, recommender.config
     cold_map = cold_items_of(test)
@@ -150,10 +152,10 @@ def cold_item_content(
     missing = None
     if vector_tables:
         tables = dict(zip(vector_tables, item_side, strict=False))
-        lacking = np.zeros(len(cold_ids), dtype=bool)
+        lacking = np.ones(len(cold_ids), dtype=bool)
         for name in chosen_tables(fam, config, list(vector_tables)):
             ids = table_vectors(tables[name], "item_id")[0]
-            lacking |= ~cold_ids.isin(pd.Index(pd.array(ids, dtype="string")))
+            lacking &= ~cold_ids.isin(pd.Index(pd.array(ids, dtype="string")))
         missing = int(lacking.sum())
     elif fam.fields is None and fam.item_content is not None and "items" in fam.content_inputs:
         items = item_side[list(fam.content_inputs).index("items")]
@@ -531,10 +533,12 @@ def cold_start_markdown(board: pd.DataFrame, k: int = 10, counts: dict[str, Any]
     if counts:
         users = {p: board[f"{p}_users"].dropna() for _, p, _ in COLD_START_SLICES}
         n = {p: int(u.max()) if len(u) else 0 for p, u in users.items()}
-        without = board["cold_items_without_content"].dropna()
+        without = board.set_index("family")["cold_items_without_content"].dropna()
+        without = without[without > 0]
         lines += ["", f"Users evaluated: warm {n['warm']}, cold items {n['cold_items']} "
                   f"(over {counts.get('n_cold_items', 0)} cold items"
-                  + (f", {int(without.max())} of them without content of their own" if len(without) else "")
+                  + ("; without content of their own, scored from the mean vector: "
+                     + ", ".join(f"{int(v)} for {f}" for f, v in without.items()) if len(without) else "")
                   + f"), cold users {n['cold_users']} (of {counts.get('n_cold_users', 0)}; "
                   f"{counts.get('cold_users_without_targets', 0)} left nothing to predict after the "
                   "fold-in)."]  # fmt: skip
