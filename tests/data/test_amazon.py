@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import math
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from recforge.data.sources import IngestionParams, ingest
 from recforge.data.validation import ValidationParams, hard_failures, validate_canonical_tables
 from recforge.pipelines.ingestion import create_pipeline as ingestion_pipeline
 from recforge.pipelines.ingestion.nodes import OUTPUTS
+from local_http import QuietHandler, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -337,7 +337,7 @@ def files_server() -> Iterator[tuple[str, dict[str, tuple[str, bytes]], dict[str
     routes: dict[str, tuple[str, bytes]] = {}
     hits: dict[str, int] = {}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             hits[self.path] = hits.get(self.path, 0) + 1
             if self.path not in routes:
@@ -350,15 +350,8 @@ def files_server() -> Iterator[tuple[str, dict[str, tuple[str, bytes]], dict[str
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", routes, hits
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(Handler) as url:
+        yield url, routes, hits
 
 
 def test_download_places_the_official_files(files_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 from recforge.data.download import DownloadError, download_file, extract_zip, sha256_file
 from recforge.data.errors import DataError
 from recforge.data.movielens import MovieLensConfig, ensure_movielens100k, load_movielens100k
+from local_http import QuietHandler, serve
 
 U_DATA = "1\t10\t5\t881250949\n2\t10\t3\t891717742\n1\t20\t1\t878887116\n"
 U_ITEM = (
@@ -56,7 +56,7 @@ class Server:
 def server() -> Iterator[Server]:
     state = Server(url="")
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             state.hits[self.path] = state.hits.get(self.path, 0) + 1
             if state.delay_s:
@@ -67,17 +67,9 @@ def server() -> Iterator[Server]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:  # keep test output quiet
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(Handler) as url:
+        state.url = url
+        yield state
 
 
 def _config(raw_dir: Path, url: str, sha256: str | None, **kw: object) -> MovieLensConfig:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from recforge.data.image_download import (
     fetch_image,
     sniff_image,
 )
+from local_http import QuietHandler, serve
 
 TWO_GB = 2 * 1024**3
 FAST = ImageFetchConfig(timeout_s=2, retries=2, backoff_s=0.01, max_bytes=1024 * 1024, max_redirects=3, workers=2)
@@ -103,7 +103,7 @@ class Server:
 def server() -> Iterator[Server]:
     state = Server()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             state.hits[self.path] = state.hits.get(self.path, 0) + 1
             route = state.routes.get(self.path)
@@ -115,17 +115,9 @@ def server() -> Iterator[Server]:
             except (BrokenPipeError, ConnectionResetError):  # the client gave up first: expected here
                 pass
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(Handler) as url:
+        state.url = url
+        yield state
 
 
 def closed_port() -> int:

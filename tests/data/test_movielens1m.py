@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from recforge.data.movielens import (
 from recforge.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS
 from recforge.data.sources import IngestionParams, ingest
 from recforge.data.validation import ValidationParams, hard_failures, validate_canonical_tables
+from local_http import QuietHandler, serve
 
 RATINGS = "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n6040::1::1::956703932\n"
 MOVIES = (
@@ -171,7 +171,7 @@ def served_zip() -> Iterator[tuple[str, bytes, dict[str, int]]]:
     """(url, body, hits) of ml-1m.zip served on 127.0.0.1."""
     body, hits = ml1m_zip(), {"n": 0}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             hits["n"] += 1
             self.send_response(200)
@@ -179,15 +179,8 @@ def served_zip() -> Iterator[tuple[str, bytes, dict[str, int]]]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/ml-1m.zip", body, hits
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(Handler) as url:
+        yield f"{url}/ml-1m.zip", body, hits
 
 
 def test_download_extracts_and_parses(served_zip: tuple[str, bytes, dict[str, int]], tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ def test_cdssm_loss_equals_the_posterior_computed_by_hand():
     expected = -torch.log(torch.exp(7 * r_pos) / (torch.exp(7 * r_pos) + torch.exp(7 * r_neg)))
     batch = {"user": torch.tensor([0]), "item": torch.tensor([2]), "negative": torch.tensor([[1]])}
     with torch.no_grad():
-        assert cdssm.loss(net, batch, config).item() == pytest.approx(expected.item(), rel=1e-5)
+        assert cdssm.FAMILY.loss(net, batch, config).item() == pytest.approx(expected.item(), rel=1e-5)
         # scoring reads the whole history: the max over the windows of both titles
         q = semantic(torch.maximum(pooled(titles[0], net.query_tower), pooled(titles[2], net.query_tower)),
                      net.query_tower)  # fmt: skip

@@ -34,20 +34,20 @@ from pydantic import Field
 from torch import nn
 
 from recforge.data.interactions import InteractionData
-from recforge.models.base import Batch, ColdStartUnsupported, Family, ModelConfig, RecommenderNetwork
+from recforge.models.base import ColdStartUnsupported, Family, ModelConfig, RecommenderNetwork
 from recforge.models.layers import lookup
 from recforge.models.text_towers import (
+    batches,
+    content_from_state,
+    relevance_loss,
     Tokenizer,
     check_content,
     content_documents,
-    cosine_softmax,
     embed_words,
     fold_in_items,
     id_table,
     in_chunks,
     item_content,
-    leave_out,
-    negative_batches,
     distinct_items,
     pool_rows,
     recent_items,
@@ -191,24 +191,7 @@ def build(config: CDSSMConfig, train: InteractionData, item_vectors: torch.Tenso
     return CDSSM(train.n_users, train.n_items, config, content, recent_items(train, config.history), vectors)
 
 
-def content_from_state(state: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """The item text a saved model was trained with (`Recommender.load`); None: the id fallback."""
-    return state.get("content")
-
-
-def batches(network, train, config: CDSSMConfig, batch_size, generator):
-    return negative_batches(train, batch_size, generator, config.negatives)
-
-
-def loss(network: CDSSM, batch: Batch, config: CDSSMConfig) -> torch.Tensor:
-    """-log P(D+ | Q) over the clicked item and the sampled ones (`text_towers.cosine_softmax`)."""
-    u, i, j = batch["user"], batch["item"], batch["negative"]  # (B,), (B,), (B, N)
-    history = leave_out(network.recent[u], i)  # (B, H)
-    r = network.relevance(history, torch.cat([i.unsqueeze(1), j], dim=1))  # (B, 1 + N)
-    return cosine_softmax(r[:, 0], r[:, 1:], config.gamma)
-
-
 FAMILY = Family(
-    name="cdssm", config=CDSSMConfig, build=build, batches=batches, loss=loss,
+    name="cdssm", config=CDSSMConfig, build=build, batches=batches, loss=relevance_loss,
     paper="Shen et al. 2014 (C-DSSM)", item_content=item_content, inputs_from_state=content_from_state,
 )

@@ -35,21 +35,21 @@ from pydantic import Field
 from torch import nn
 
 from recforge.data.interactions import InteractionData
-from recforge.models.base import Batch, ColdStartUnsupported, Family, ModelConfig, RecommenderNetwork
+from recforge.models.base import ColdStartUnsupported, Family, ModelConfig, RecommenderNetwork
 from recforge.models.layers import lookup
 from recforge.models.text_towers import (
+    batches,
+    content_from_state,
+    relevance_loss,
     Tokenizer,
     Tokens,
     WordBag,
     check_content,
     content_documents,
-    cosine_softmax,
     fold_in_items,
     id_table,
     in_chunks,
     item_content,
-    leave_out,
-    negative_batches,
     distinct_items,
     pool_rows,
     recent_items,
@@ -178,24 +178,7 @@ def build(config: MVDNNConfig, train: InteractionData, item_vectors: torch.Tenso
     return MVDNN(train.n_users, train.n_items, config, content, recent_items(train, config.history), vectors)
 
 
-def content_from_state(state: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """The item content a saved model was trained with (`Recommender.load`); None: the id fallback."""
-    return state.get("content")
-
-
-def batches(network, train, config: MVDNNConfig, batch_size, generator):
-    return negative_batches(train, batch_size, generator, config.negatives)
-
-
-def loss(network: MVDNN, batch: Batch, config: MVDNNConfig) -> torch.Tensor:
-    """-log P(i+ | u) over the clicked item and the sampled ones (`text_towers.cosine_softmax`)."""
-    u, i, j = batch["user"], batch["item"], batch["negative"]  # (B,), (B,), (B, N)
-    history = leave_out(network.recent[u], i)  # (B, H)
-    r = network.relevance(history, torch.cat([i.unsqueeze(1), j], dim=1))  # (B, 1 + N)
-    return cosine_softmax(r[:, 0], r[:, 1:], config.gamma)
-
-
 FAMILY = Family(
-    name="mv_dnn", config=MVDNNConfig, build=build, batches=batches, loss=loss,
+    name="mv_dnn", config=MVDNNConfig, build=build, batches=batches, loss=relevance_loss,
     paper="Elkahky, Song & He 2015 (MV-DNN)", item_content=item_content, inputs_from_state=content_from_state,
 )

@@ -38,6 +38,8 @@ from recforge.encoders.text import KimCNN
 from recforge.models.base import Batch, ColdStartUnsupported, Family, ModelConfig, RecommenderNetwork
 from recforge.models.layers import lookup
 from recforge.models.text_towers import (
+    batches,
+    content_from_state,
     Tokenizer,
     Tokens,
     check_content,
@@ -48,7 +50,6 @@ from recforge.models.text_towers import (
     in_chunks,
     item_content,
     leave_out,
-    negative_batches,
     distinct_items,
     pool_rows,
     recent_items,
@@ -174,15 +175,6 @@ def build(config: TextCNNConfig, train: InteractionData, item_vectors: torch.Ten
     (n_items, F) vectors to start the id fallback, or None."""
     content, vectors = split_item_vectors("text_cnn", item_vectors, train.n_items)
     return TextCNN(train.n_users, train.n_items, config, content, recent_items(train, config.history), vectors)
-
-
-def content_from_state(state: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """The item text a saved model was trained with (`Recommender.load`); None: the id fallback."""
-    return state.get("content")
-
-
-def batches(network, train, config: TextCNNConfig, batch_size, generator):
-    return negative_batches(train, batch_size, generator, config.negatives)
 
 
 def loss(network: TextCNN, batch: Batch, config: TextCNNConfig) -> torch.Tensor:

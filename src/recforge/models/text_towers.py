@@ -270,3 +270,27 @@ def cosine_softmax(relevance_pos: torch.Tensor, relevance_neg: torch.Tensor, gam
 
     `relevance_pos` (B,) and `relevance_neg` (B, N) are cosine relevances R."""
     return sampled_softmax(gamma * relevance_pos, gamma * relevance_neg)
+
+
+# --- the three hooks the text families share -----------------------------------------------
+
+
+def content_from_state(state: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The item text a saved text family was trained with (`Recommender.load`); None: the id
+    fallback (trained without text)."""
+    return state.get("content")
+
+
+def batches(network, train: InteractionData, config, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+    """An epoch of (user, clicked item, `config.negatives` sampled items) rows."""
+    return negative_batches(train, batch_size, generator, config.negatives)
+
+
+def relevance_loss(network, batch: Batch, config) -> torch.Tensor:
+    """-log P(D+ | Q) over the clicked item and the sampled ones (`cosine_softmax`), the query
+    made of the user's recent items without the clicked one (cdssm, mv_dnn): `network.relevance
+    (history (B, H), items (B, 1 + N)) -> (B, 1 + N)` cosines."""
+    u, i, j = batch["user"], batch["item"], batch["negative"]  # (B,), (B,), (B, N)
+    history = leave_out(network.recent[u], i)  # (B, H)
+    r = network.relevance(history, torch.cat([i.unsqueeze(1), j], dim=1))  # (B, 1 + N)
+    return cosine_softmax(r[:, 0], r[:, 1:], config.gamma)
