@@ -197,18 +197,19 @@ _MEDIA: dict[str, object] = {}
 def item_side(family: str, shop) -> list:
     """The datasets the pipelines hand `family` as its item side, in order: vector-table
     stand-ins for ITEM_VECTORS families, the shop's items table (and media) for item_content ones."""
+    fam = FAMILIES[family]
+    vectors = []
     if family in ITEM_VECTORS:
         tables = content_tables(shop, names=ITEM_VECTORS[family])
-        return [tables[name] for name in ITEM_VECTORS[family]]
-    fam = FAMILIES[family]
+        vectors = [tables[name] for name in ITEM_VECTORS[family]]
     if fam.item_content is None:
-        return []
+        return vectors
     if "media" in fam.content_inputs:
         if "media" not in _MEDIA:  # the same shop with its photos and sounds (same interactions)
             with_media = generate_shop(ShopConfig(preset="tiny", n_users=600, n_items=300, n_sessions=5000))
             _MEDIA.update(media=with_media.media, items=with_media.items)
-        return [_MEDIA[name] for name in fam.content_inputs]
-    return [{"items": shop.items}[name] for name in fam.content_inputs]
+        return vectors + [_MEDIA[name] for name in fam.content_inputs]
+    return vectors + [{"items": shop.items}[name] for name in fam.content_inputs]
 
 
 _FITTED: dict[str, Recommender] = {}

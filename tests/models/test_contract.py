@@ -118,6 +118,8 @@ def shop_splits():
         config = fam.config.model_validate(FAST.get(name, ({}, {}))[0])
         if name in ITEM_VECTORS and set(ITEM_VECTORS[name]) <= set(tables):
             upstream = [tables[t] for t in ITEM_VECTORS[name]]
+            if fam.item_content is not None:  # content and vectors (mv_dnn): the datasets follow
+                upstream += [datasets[d] for d in fam.content_inputs]
             _CONTENT[name] = item_side(fam, config, upstream, s.item_map.to_frame(), ITEM_VECTORS[name])[0]
         elif fam.item_content is not None and set(fam.content_inputs) <= set(datasets):
             _CONTENT[name] = fam.item_content(*[datasets[d] for d in fam.content_inputs], s.item_map.to_frame())

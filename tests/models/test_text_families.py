@@ -282,3 +282,39 @@ def test_a_saved_model_keeps_its_text_and_scores_cold_items_after_load(family, t
     with torch.no_grad():
         torch.testing.assert_close(loaded.network.score_cold_items(torch.as_tensor(users), content),
                                    rec.network.score_cold_items(torch.as_tensor(users), content))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- mv_dnn's vector view
+def test_mv_dnn_reads_content_vectors_as_a_view_and_keeps_them_through_save_and_load(tmp_path, caplog):
+    from recforge.models.base import ContentAndVectors
+    from recforge.pipelines.training.pipeline import upstream_inputs
+
+    # the pipeline hands it the content tables, then the items table
+    assert upstream_inputs("mv_dnn") == ["image.vectors", "text.vectors", "audio.vectors", "items"]
+    items = catalogue({f"i{k}": (f"title {k}", f"words of item {k}", f"dept{k % 2}") for k in range(6)})
+    content = item_content(items, item_map(items["item_id"]))
+    vectors = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    train = interactions([(u, (u + k) % 6) for u in range(4) for k in range(3)], 4, 6)
+    config = {"layers": [16, 8], "history": 3}
+    config["views"] = ["text", "category", "vectors"]
+    rec = Recommender("mv_dnn", config, {"epochs": 2, "batch_size": 4, "device": "cpu", "seed": 0})
+    rec.fit(train, item_vectors=ContentAndVectors(content, vectors))
+    net = rec.network
+    assert net.views == ("text", "category", "vectors")
+    with torch.no_grad():
+        before = net.score_all(torch.arange(4), None)
+        net.content_vectors.add_(1.0)  # the view is read: moving the vectors moves the scores
+        assert not torch.allclose(before, net.score_all(torch.arange(4), None))
+        net.content_vectors.sub_(1.0)
+        cold = ContentAndVectors(content[:2], vectors[:2])
+        torch.testing.assert_close(net.score_cold_items(torch.arange(4), cold), before[:, :2])  # one scale
+        with pytest.raises(ValueError, match="cold items have 3-d content vectors, the model was trained on 5-d"):
+            net.score_cold_items(torch.arange(4), ContentAndVectors(content[:2], vectors[:2, :3]))
+    rec.save(tmp_path / "m")
+    back = Recommender.load(tmp_path / "m")
+    torch.testing.assert_close(back.network.content_vectors, net.content_vectors)
+    # a source without those tables: the view is left out, said in the log
+    with caplog.at_level("WARNING"):
+        plain = Recommender("mv_dnn", config, {"epochs": 1, "batch_size": 4, "device": "cpu", "seed": 0})
+        plain.fit(train, item_vectors=ContentAndVectors(content, None))
+    assert plain.network.views == ("text", "category") and "'vectors' view is left out" in caplog.text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -18,6 +18,16 @@ from torch import nn
 from recforge.data.interactions import InteractionData
 
 Batch = dict[str, torch.Tensor]
+
+
+class ContentAndVectors(NamedTuple):
+    """What `build` receives as `item_vectors` when a family reads item content
+    (`Family.item_content`) AND vector tables (`ITEM_VECTORS` in pipelines/training): mv_dnn's
+    text and category views beside a content-vector view. `vectors` is None when the source has
+    none of the chosen tables."""
+
+    content: object
+    vectors: torch.Tensor | None
 
 
 class ColdStartUnsupported(NotImplementedError):

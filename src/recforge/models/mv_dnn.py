@@ -4,7 +4,8 @@ Learning Approach for Cross Domain User Modeling in Recommendation Systems"; dec
 One user view and several item views, each through its own tanh MLP into one semantic space:
 
     y_u = MLP_user(bag(the text of the user's last `history` training items))
-    y_i = Σ_v MLP_v(bag_v(i))          v ∈ `views`: "text" (title + text), "category"
+    y_i = Σ_v MLP_v(bag_v(i))          v ∈ `views`: "text" (title + text), "category",
+                                          "vectors" (the pretrained content vectors, linear in)
     R(u, i) = cos(y_u, y_i)
     P(i+ | u) = exp(γ R(u, i+)) / Σ_{i' ∈ {i+} ∪ I-} exp(γ R(u, i'))          loss -log P(i+ | u)
 
@@ -16,17 +17,19 @@ is the user's history (the clicked item left out while training) and the item vi
 kinds of content an item has. The views are added in the shared space before the cosine, so the
 network learns how much each view counts. I- are `negatives` uniform unseen items.
 
-Content comes from the items table (`text_towers.item_content`: text and category). Pretrained
-content vectors (the `image`, `text`, `audio` tables) are not a view here: the training
-pipeline hands a family either vector tables or item content, and the families built for vectors
-are `hybrid` and `content2vec`. Float `item_vectors` (or none) make the no-text fallback: an
-id-table item view and an id-table bag for the user view, which scores no cold items.
+Content comes from the items table (`text_towers.item_content`: text and category) and, for the
+"vectors" view, from the pretraining vector tables the `vectors` parameter names (`image` by
+default; side by side, as for vbpr): the pipeline hands the family both (`ContentAndVectors`).
+A source without those tables drops the view with a warning. Float `item_vectors` alone (or
+none) make the no-text fallback: an id-table item view and an id-table bag for the user view,
+which scores no cold items.
 Every view reads content only, so a new item is scored from its text and category
 (`score_cold_items`) and a new user from a fold-in history (`score_cold_users`).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import torch
@@ -35,7 +38,7 @@ from pydantic import Field
 from torch import nn
 
 from recforge.data.interactions import InteractionData
-from recforge.models.base import ColdStartUnsupported, Family, ModelConfig, RecommenderNetwork
+from recforge.models.base import ColdStartUnsupported, ContentAndVectors, Family, ModelConfig, RecommenderNetwork
 from recforge.models.layers import lookup
 from recforge.models.text_towers import (
     batches,
@@ -57,6 +60,8 @@ from recforge.models.text_towers import (
 )
 
 # the items columns each item view reads; the user view reads the history's "text"
+logger = logging.getLogger(__name__)
+
 VIEW_FIELDS = {"text": ("title", "text"), "category": ("category",)}
 
 
@@ -66,7 +71,10 @@ class MVDNNConfig(ModelConfig):
     trigram_buckets: int = Field(2**14, ge=16)
     max_trigrams: int = Field(20, ge=1, description="trigrams kept per word")
     layers: tuple[int, ...] = Field((128, 64), min_length=1, description="each view's tanh layers (the last: the space)")
-    views: tuple[Literal["text", "category"], ...] = Field(("text", "category"), min_length=1)
+    # "vectors": the content-vector view (opt-in; the default run's figures use text and category)
+    views: tuple[Literal["text", "category", "vectors"], ...] = Field(("text", "category"), min_length=1)
+    # the content tables of the "vectors" view (pipelines/training: ITEM_VECTORS)
+    vectors: tuple[Literal["image", "text", "audio"], ...] = Field(("image",), min_length=1)
     history: int = Field(20, ge=1, description="the user's recent items the user view reads")
     gamma: float = Field(10.0, gt=0, description="γ, the softmax smoothing factor")
     negatives: int = Field(4, ge=1)
@@ -83,12 +91,21 @@ def mlp(layers: tuple[int, ...]) -> nn.Sequential:
 class MVDNN(RecommenderNetwork):
     def __init__(
         self, n_users: int, n_items: int, config: MVDNNConfig, content: torch.Tensor | None,
-        recent: torch.Tensor, vectors: torch.Tensor | None = None,
+        recent: torch.Tensor, vectors: torch.Tensor | None = None, content_vectors: torch.Tensor | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.n_users, self.n_items, self.history = n_users, n_items, config.history
-        self.views = config.views
         width = config.layers[0]
+        views = tuple(config.views)
+        if "vectors" in views and (content is None or content_vectors is None):
+            if content is not None:
+                logger.warning("mv_dnn: no content vectors (none of %s in this source); the 'vectors' view "
+                               "is left out", list(config.vectors))  # fmt: skip
+            views = tuple(v for v in views if v != "vectors") or ("text",)
+        self.views = views
+        if "vectors" in views:
+            self.register_buffer("content_vectors", content_vectors.float())  # (I, F)
+            self.vector_in = nn.Linear(content_vectors.shape[1], width)
         self.register_buffer("recent", recent)  # (U, H) item indices, PAD on the left
         self.content: torch.Tensor | None
         if content is not None:
@@ -104,7 +121,8 @@ class MVDNN(RecommenderNetwork):
                 self.register_buffer(f"{view}_positions", positions, persistent=False)  # (I, L)
                 self.register_buffer(f"{view}_words", words, persistent=False)  # (W + 1,) or (W + 1, G)
             self.user_bag = WordBag(self.tokenizers["text"].n_embeddings, width)
-            self.bags = nn.ModuleDict({v: WordBag(self.tokenizers[v].n_embeddings, width) for v in self.views})
+            self.bags = nn.ModuleDict({v: WordBag(self.tokenizers[v].n_embeddings, width)
+                                       for v in self.views if v != "vectors"})  # fmt: skip
         else:
             self.content = None
             self.user_item = id_table(n_items, width, None)
@@ -125,11 +143,17 @@ class MVDNN(RecommenderNetwork):
     def items(self, item: torch.Tensor) -> torch.Tensor:  # (N,) -> (N, dim)
         if self.content is None:
             return sum(self.item_mlps[v](torch.tanh(lookup(self.item, item))) for v in self.views)
-        return self.view_sum({v: (getattr(self, f"{v}_positions")[item], getattr(self, f"{v}_words")) for v in self.views})
+        inputs = {v: (getattr(self, f"{v}_positions")[item], getattr(self, f"{v}_words"))
+                  for v in self.views if v != "vectors"}  # fmt: skip
+        if "vectors" in self.views:
+            inputs["vectors"] = self.content_vectors[item]
+        return self.view_sum(inputs)
 
-    def view_sum(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Σ_v MLP_v(tanh(bag_v)) over the views' (positions, word table)."""
-        return sum(self.item_mlps[v](torch.tanh(self.bags[v](*inputs[v]))) for v in self.views)
+    def view_sum(self, inputs: dict[str, object]) -> torch.Tensor:
+        """Σ_v MLP_v(tanh(first layer_v)) over the views' inputs: (positions, word table) for a bag,
+        (N, F) vectors for the "vectors" view."""
+        first = {v: self.vector_in(x) if v == "vectors" else self.bags[v](*x) for v, x in inputs.items()}
+        return sum(self.item_mlps[v](torch.tanh(first[v])) for v in self.views)
 
     def all_items(self) -> torch.Tensor:  # (I, dim) unit rows
         return F.normalize(in_chunks(self.items, self.n_items, self.recent.device), dim=-1)
@@ -156,10 +180,20 @@ class MVDNN(RecommenderNetwork):
         """(B,), (C, 3, W) item_content bytes of unseen items -> (B, C) through the item views."""
         if self.content is None:
             raise ColdStartUnsupported("mv_dnn was trained without item text: its item view is an id table")
+        vectors = None
+        if isinstance(content, ContentAndVectors):
+            content, vectors = content
         content = check_content("mv_dnn", content, "cold item content")
         dev = self.content.device
-        inputs = {}
+        inputs: dict[str, object] = {}
         for view in self.views:
+            if view == "vectors":
+                if vectors is None or vectors.shape[1] != self.content_vectors.shape[1]:
+                    got = "none" if vectors is None else f"{vectors.shape[1]}-d"
+                    raise ValueError(f"mv_dnn: cold items have {got} content vectors, the model was trained "
+                                     f"on {self.content_vectors.shape[1]}-d ones")  # fmt: skip
+                inputs[view] = vectors.to(self.content_vectors)
+                continue
             positions, words = self.tokenizers[view](content_documents(content, VIEW_FIELDS[view]))
             inputs[view] = (positions.to(dev), words.to(dev))
         cold = F.normalize(self.view_sum(inputs), dim=-1)  # (C, dim)
@@ -171,14 +205,29 @@ class MVDNN(RecommenderNetwork):
         return y_u @ self.all_items().T
 
 
-def build(config: MVDNNConfig, train: InteractionData, item_vectors: torch.Tensor | None = None) -> MVDNN:
-    """`item_vectors`: `item_content`'s (n_items, 3, W) bytes, or float (n_items, F) vectors to
+def build(config: MVDNNConfig, train: InteractionData, item_vectors=None) -> MVDNN:
+    """`item_vectors`: a `ContentAndVectors` (`item_content`'s (n_items, 3, W) bytes and the
+    (n_items, F) content vectors, or None), or the bytes alone, or float (n_items, F) vectors to
     start the id fallback's item table, or None."""
+    content_vectors = None
+    if isinstance(item_vectors, ContentAndVectors):
+        item_vectors, content_vectors = item_vectors
+        if content_vectors is not None and content_vectors.shape[0] != train.n_items:
+            raise ValueError(f"mv_dnn: {content_vectors.shape[0]} content vectors for {train.n_items} items")
     content, vectors = split_item_vectors("mv_dnn", item_vectors, train.n_items)
-    return MVDNN(train.n_users, train.n_items, config, content, recent_items(train, config.history), vectors)
+    return MVDNN(train.n_users, train.n_items, config, content, recent_items(train, config.history), vectors,
+                 content_vectors)  # fmt: skip
+
+
+def inputs_from_state(state: dict[str, torch.Tensor]):
+    """The item text (and content vectors) a saved model was trained with (`Recommender.load`)."""
+    content = content_from_state(state)
+    if "content_vectors" in state:
+        return ContentAndVectors(content, state["content_vectors"])
+    return content
 
 
 FAMILY = Family(
     name="mv_dnn", config=MVDNNConfig, build=build, batches=batches, loss=relevance_loss,
-    paper="Elkahky, Song & He 2015 (MV-DNN)", item_content=item_content, inputs_from_state=content_from_state,
+    paper="Elkahky, Song & He 2015 (MV-DNN)", item_content=item_content, inputs_from_state=inputs_from_state,
 )

@@ -20,7 +20,7 @@ import torch
 from recforge.data.errors import DataError
 from recforge.encoders.vectors import align_item_vectors
 from recforge.features.tables import tables_from_frames
-from recforge.models.base import Family, ModelConfig
+from recforge.models.base import ContentAndVectors, Family, ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +69,20 @@ def item_side(
 ) -> tuple[Any, list[Any]]:
     """(item_vectors for `build`, the rest of `upstream`) for `family` over `item_map`.
 
-    `upstream`, positionally: the vector tables named `vector_tables` when there are any; else
+    `upstream`, positionally: the vector tables named `vector_tables` when there are any (then,
+    for a family that also reads item content, its `content_inputs` datasets: the result is a
+    `ContentAndVectors`); else
     the three feature tables of a field-aware family (user_features, item_features,
     feature_meta); else the datasets of `Family.content_inputs` when the family reads item content;
     what follows (trained models to warm-start from) is returned untouched."""
     rest = list(upstream)
     if vector_tables:
         tables = {name: rest.pop(0) for name in vector_tables}
-        return vector_side(family, config, tables, item_map), rest
+        vectors = vector_side(family, config, tables, item_map)
+        if family.item_content is None:
+            return vectors, rest
+        datasets = [rest.pop(0) for _ in family.content_inputs]  # both: content after the tables
+        return ContentAndVectors(family.item_content(*datasets, item_map), vectors), rest
     if family.fields is not None:
         user_features, item_features, meta = [rest.pop(0) for _ in range(3)]
         return tables_from_frames(user_features, item_features, meta), rest

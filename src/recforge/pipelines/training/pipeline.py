@@ -44,6 +44,8 @@ ITEM_VECTORS: dict[str, tuple[str, ...]] = {
     "hybrid": (*CONTENT_TABLES, "content2vec"),
     # Content2Vec keeps one module per table (`Family.vector_blocks`)
     "content2vec": ("image", "text", "prod2vec", "meta_prod2vec"),
+    # mv_dnn's content-vector view, beside its text and category views from the items table
+    "mv_dnn": CONTENT_TABLES,
 }
 # family -> a node function (trained model, item_map) -> vector table, written to
 # `<family>.vectors` (data/04_feature/<family>/) so that any family can start from it
@@ -56,6 +58,8 @@ def upstream(family: str) -> dict[str, str]:
     fam = get_family(family)
     if family in ITEM_VECTORS:
         item_side = {f"{name}_vectors": f"{name}.vectors" for name in ITEM_VECTORS[family]}
+        if fam.item_content is not None:  # content and vectors (mv_dnn): vector tables first
+            item_side |= {name: name for name in fam.content_inputs}
     elif fam.fields is not None:
         item_side = {name: name for name in FEATURE_TABLES}
     else:
