@@ -24,7 +24,8 @@ from kedro.validation.parameter_validator import ParameterValidator
 from PIL import Image
 
 from recforge.data import amazon
-from recforge.data.amazon import AmazonConfig, load_amazon, parse_price, parse_record
+from recforge.data.amazon import AmazonConfig, load_amazon
+from recforge.data.amazon_lines import parse_price, parse_record
 from recforge.data.errors import DataError
 from recforge.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS
 from recforge.data.sources import IngestionParams, ingest

@@ -16,14 +16,16 @@ from recforge.data.filters import filter_interactions
 from recforge.data.interactions import InteractionData
 from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
-from recforge.evaluation.protocols import (
+from recforge.evaluation.cold_start import (
     cold_item_ranking,
     cold_items_of,
+    cold_start_leaderboard,
+    cold_start_markdown,
     cold_start_slices,
     cold_user_ranking,
     fold_in_users,
 )
-from recforge.evaluation.report import EvaluationConfig, cold_start_leaderboard, cold_start_markdown
+from recforge.evaluation.report import EvaluationConfig
 from recforge.models.base import ColdStartUnsupported
 from recforge.models.registry import FAMILIES
 from recforge.pipelines.evaluation.nodes import evaluate_model, report_cold_start_leaderboard, report_leaderboard

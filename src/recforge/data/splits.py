@@ -26,7 +26,7 @@ the id maps fitted on train gets `user_idx` (`item_idx`) -1. After a time cut (`
 `last_sessions`, `last_days`) a cold user is one whose first interaction is after the cut (she
 signed up late: none of her rows reached train), a cold item one first interacted with after it
 (released late); `cold_start_users` / `cold_start_items` make such users / items by a seeded draw
-instead. The cold-start slices of evaluation (`evaluation.protocols.cold_start_slices`) read
+instead. The cold-start slices of evaluation (`evaluation.cold_start.cold_start_slices`) read
 exactly these -1 rows.
 
 Session preprocessing (`recforge.data.filters`; all off by default) runs inside
