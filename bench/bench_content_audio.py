@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from recforge.data.interactions import InteractionData  # noqa: E402
-from recforge.models.deep_content_audio import item_content  # noqa: E402
+from recforge.models.content.deep_content_audio import item_content  # noqa: E402
 from recforge.training.recommender import Recommender  # noqa: E402
 
 N_USERS, PER_USER, COLD_SHARE, SEED = 800, 30, 0.2, 0

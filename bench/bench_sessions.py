@@ -157,7 +157,7 @@ def content_of(items: pd.DataFrame, item_ids: np.ndarray) -> torch.Tensor:
     sorted unique original ids)."""
     import pandas as pd
 
-    from recforge.models.cnn3d import item_content
+    from recforge.models.sequence.cnn3d import item_content
 
     ids = np.unique(item_ids)
     return item_content(items, pd.DataFrame({"item_id": ids.astype(str), "item_idx": np.arange(len(ids))}))
@@ -282,7 +282,7 @@ def measure_synthetic(job: dict) -> dict:
     from recforge.data.splits import SplitConfig, split_interactions
     from recforge.data.synthetic import ShopConfig, generate_shop
     from recforge.evaluation.protocols import full_ranking
-    from recforge.models.cnn3d import item_content
+    from recforge.models.sequence.cnn3d import item_content
 
     torch.set_num_threads(job["threads"])
     shop = generate_shop(ShopConfig(with_media=False))

@@ -23,7 +23,7 @@ from recforge.evaluation.sessions import (
     session_leaderboard,
     target_ranks,
 )
-from recforge.models.sequence import SequenceNetwork
+from recforge.models.sequence.sequence import SequenceNetwork
 from recforge.training.recommender import Recommender
 
 N_ITEMS = 5

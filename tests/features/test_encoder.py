@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from recforge.data.errors import DataError
 from recforge.features import FeatureConfig, FeatureEncoder, stable_hash
-from recforge.models.interactions import pairwise
+from recforge.models.features.interactions import pairwise
 
 FIELDS = {
     "fields": [

@@ -10,7 +10,7 @@ import torch
 from pydantic import ValidationError
 
 from recforge.data.interactions import InteractionData
-from recforge.models import als
+from recforge.models.cf import als
 from recforge.models.registry import get_family
 from recforge.training.recommender import Recommender
 

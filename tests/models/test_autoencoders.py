@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recforge.data.interactions import InteractionData
-from recforge.models import cdae, sdae
+from recforge.models.cf import cdae, sdae
 from recforge.training.config import TrainConfig
 from recforge.training.recommender import Recommender
 

@@ -14,7 +14,7 @@ from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.encoders.sequences import SequenceConfig, build_corpus, window_pairs
 from recforge.encoders.vectors import align_item_vectors, vector_table
 from recforge.models.base import ColdStartUnsupported
-from recforge.models.content2vec import MODULES, export_item_vectors
+from recforge.models.content.content2vec import MODULES, export_item_vectors
 from recforge.models.registry import FAMILIES
 from recforge.training.inputs import item_side
 from recforge.training.recommender import Recommender

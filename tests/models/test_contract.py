@@ -336,7 +336,7 @@ def test_the_next_item_flag_says_whether_the_network_scores_a_prefix(family, tra
     """Tuning picks next_item_mrr@20 by default for `Family.next_item` families and refuses
     next-item metrics for the others: the flag must match what the network can do."""
     from recforge.evaluation.sessions import prefix_scorer
-    from recforge.models.sequence import SequenceNetwork
+    from recforge.models.sequence.sequence import SequenceNetwork
 
     network = trained(family).network
     assert FAMILIES[family].next_item == isinstance(network, SequenceNetwork)

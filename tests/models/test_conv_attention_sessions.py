@@ -13,9 +13,9 @@ from recforge.data.interactions import InteractionData
 from recforge.data.sequences import PAD, Sequences, build_sequences, next_item_examples
 from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
-from recforge.models import cnn3d
+from recforge.models.sequence import cnn3d
 from recforge.models.registry import FAMILIES
-from recforge.models.sasrec import left_align, sequence_windows, window_batches
+from recforge.models.sequence.sasrec import left_align, sequence_windows, window_batches
 from recforge.training.recommender import Recommender
 
 FAMILY_NAMES = ["tcn", "cnn3d", "narm", "sasrec"]

@@ -13,7 +13,7 @@ import torch
 from recforge.data.interactions import InteractionData
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.models.base import ColdStartUnsupported
-from recforge.models.deep_content_audio import item_content
+from recforge.models.content.deep_content_audio import item_content
 from recforge.training.recommender import Recommender
 
 SMALL = {"factors": 16, "wmf_iterations": 6, "channels": [16, 16, 32], "hidden": 32, "dropout": 0.0}

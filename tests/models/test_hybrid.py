@@ -14,7 +14,7 @@ from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.encoders.vectors import align_item_vectors
 from recforge.evaluation.protocols import full_ranking
-from recforge.models.hybrid import HybridConfig
+from recforge.models.content.hybrid import HybridConfig
 from recforge.training.inputs import cold_item_map
 from recforge.training.recommender import Recommender
 from shop_content import content_tables

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from recforge.models.interactions import deck_power, pairwise, triplewise
+from recforge.models.features.interactions import deck_power, pairwise, triplewise
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recforge.data.interactions import InteractionData
-from recforge.models import bpr, mf
+from recforge.models.cf import bpr, mf
 from recforge.models.layers import Dropout, lookup
 
 

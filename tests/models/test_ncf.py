@@ -10,10 +10,10 @@ import torch
 from pydantic import ValidationError
 
 from recforge.data.interactions import InteractionData
-from recforge.models import ncf
-from recforge.models.gmf import GMFConfig
-from recforge.models.mlp import MLPConfig
-from recforge.models.neumf import NeuMFConfig, neumf_from_pretrained
+from recforge.models.cf import ncf
+from recforge.models.cf.gmf import GMFConfig
+from recforge.models.cf.mlp import MLPConfig
+from recforge.models.cf.neumf import NeuMFConfig, neumf_from_pretrained
 from recforge.models.registry import get_family
 from recforge.training.recommender import Recommender
 

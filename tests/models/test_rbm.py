@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from recforge.data.interactions import InteractionData
-from recforge.models import rbm
+from recforge.models.cf import rbm
 from recforge.training.config import TrainConfig
 from recforge.training.loop import fit
 from recforge.training.recommender import Recommender

@@ -15,9 +15,9 @@ from recforge.data.interactions import InteractionData
 from recforge.data.sequences import PAD, build_sequences, next_item_examples
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.evaluation.metrics import single_target_metrics
-from recforge.models import contextual_rnn, gru4rec, hrnn, lstm
-from recforge.models.rnn_common import run_prefix
-from recforge.models.session_steps import (
+from recforge.models.sequence import contextual_rnn, gru4rec, hrnn, lstm
+from recforge.models.sequence.rnn_common import run_prefix
+from recforge.models.sequence.session_steps import (
     UNKNOWN_EVENT,
     cut_units,
     event_codes,

@@ -15,11 +15,11 @@ from recforge.data.sequences import PAD
 from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.evaluation.sessions import evaluate_sessions, session_examples, session_leaderboard
-from recforge.models import sknn
-from recforge.models.cooccurrence import Cooccurrence, CooccurrenceConfig
-from recforge.models.cooccurrence import build as build_cooccurrence
-from recforge.models.sknn import SessionKNN, SKNNConfig
-from recforge.models.sknn import build as build_sknn
+from recforge.models.sequence import sknn
+from recforge.models.sequence.cooccurrence import Cooccurrence, CooccurrenceConfig
+from recforge.models.sequence.cooccurrence import build as build_cooccurrence
+from recforge.models.sequence.sknn import SessionKNN, SKNNConfig
+from recforge.models.sequence.sknn import build as build_sknn
 from recforge.training.recommender import Recommender
 
 

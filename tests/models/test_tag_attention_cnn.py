@@ -15,7 +15,7 @@ from recforge.data.interactions import InteractionData
 from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.evaluation.tags import evaluate_tags, tag_metrics
-from recforge.models.tag_attention_cnn import (
+from recforge.models.content.tag_attention_cnn import (
     TagAttentionCNN,
     TagAttentionCNNConfig,
     TagContent,

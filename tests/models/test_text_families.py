@@ -17,9 +17,9 @@ from recforge.data.errors import DataError
 from recforge.data.interactions import InteractionData
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.encoders.text import letter_trigrams
-from recforge.models import cdssm, mv_dnn, text_cnn
+from recforge.models.content import cdssm, mv_dnn, text_cnn
 from recforge.models.base import ColdStartUnsupported
-from recforge.models.text_towers import cosine_softmax, fold_in_items, item_content, recent_items
+from recforge.models.content.text_towers import cosine_softmax, fold_in_items, item_content, recent_items
 from recforge.training.recommender import Recommender
 
 FAMILIES = ("text_cnn", "cdssm", "mv_dnn")

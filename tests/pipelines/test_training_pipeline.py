@@ -14,7 +14,7 @@ from kedro.runner import SequentialRunner
 from kedro.validation.exceptions import ParameterValidationError
 from kedro.validation.parameter_validator import ParameterValidator
 
-from recforge.models.cnn3d import item_content
+from recforge.models.sequence.cnn3d import item_content
 from recforge.models.registry import FAMILIES
 from recforge.pipelines.training.pipeline import ITEM_VECTORS, create_pipeline, upstream_inputs
 from recforge.training.recommender import Recommender
@@ -202,7 +202,7 @@ def test_deep_content_audio_reads_the_sounds_and_regresses_the_trained_als_facto
     """item_content (items + media) and warm_start_from (als, bpr) together: the content datasets
     come first, then the models, and Kedro orders the family after als and bpr."""
     from recforge.data.synthetic import ShopConfig, generate_shop
-    from recforge.models.deep_content_audio import item_content as audio_content
+    from recforge.models.content.deep_content_audio import item_content as audio_content
 
     assert upstream_inputs("deep_content_audio") == ["items", "media", "als.model", "bpr.model"]
     pipeline = create_pipeline().only_nodes_with_namespaces(["als", "bpr", "deep_content_audio"])

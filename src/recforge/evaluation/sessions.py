@@ -39,8 +39,8 @@ from recforge.data.interactions import InteractionData
 from recforge.data.sequences import PAD, build_sequences
 from recforge.evaluation.metrics import mean_over, single_target_metrics
 from recforge.evaluation.protocols import full_ranking, sampled_ranking
-from recforge.models.popularity import Popularity
-from recforge.models.sequence import SequenceNetwork
+from recforge.models.cf.popularity import Popularity
+from recforge.models.sequence.sequence import SequenceNetwork
 
 logger = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ def evaluate_tags(
     items `item_ids` of the `items` table (e.g. items held out of training, the cold-start
     point), next to the tag-popularity baseline (`tag_popularity_*`) built from the model's
     training items; `n_items` counts the items with at least one tag."""
-    from recforge.models.tag_attention_cnn import TagAttentionCNN, item_content, item_tag_lists
+    from recforge.models.content.tag_attention_cnn import TagAttentionCNN, item_content, item_tag_lists
 
     network = getattr(model, "network", model)
     if not isinstance(network, TagAttentionCNN):

@@ -3,23 +3,23 @@ module, the Kedro namespace, the parameter key and the leaderboard row."""
 
 from __future__ import annotations
 
-from recforge.models import bpr, item_knn, mf, popularity, random
-from recforge.models import cdae
-from recforge.models import rbm
-from recforge.models import sdae
-from recforge.models import gmf, mlp, neumf
-from recforge.models import als
-from recforge.models import cooccurrence, sknn
-from recforge.models import cnn3d, narm, sasrec, tcn
-from recforge.models import contextual_rnn, gru4rec, hrnn, lstm
-from recforge.models import prod2vec_topk
-from recforge.models import deep_regression, deepfm, fm, lr, neural_mf_v1, neural_mf_v2, nfm, wide_deep
-from recforge.models import vbpr
-from recforge.models import hybrid
-from recforge.models import tag_attention_cnn
-from recforge.models import deep_content_audio
-from recforge.models import content2vec
-from recforge.models import cdssm, mv_dnn, text_cnn
+from recforge.models.cf import bpr, item_knn, mf, popularity, random
+from recforge.models.cf import cdae
+from recforge.models.cf import rbm
+from recforge.models.cf import sdae
+from recforge.models.cf import gmf, mlp, neumf
+from recforge.models.cf import als
+from recforge.models.sequence import cooccurrence, sknn
+from recforge.models.sequence import cnn3d, narm, sasrec, tcn
+from recforge.models.sequence import contextual_rnn, gru4rec, hrnn, lstm
+from recforge.models.sequence import prod2vec_topk
+from recforge.models.features import deep_regression, deepfm, fm, lr, neural_mf_v1, neural_mf_v2, nfm, wide_deep
+from recforge.models.content import vbpr
+from recforge.models.content import hybrid
+from recforge.models.content import tag_attention_cnn
+from recforge.models.content import deep_content_audio
+from recforge.models.content import content2vec
+from recforge.models.content import cdssm, mv_dnn, text_cnn
 from recforge.models.base import Family
 
 FAMILIES: dict[str, Family] = {

@@ -30,7 +30,7 @@ from recforge.data.errors import DataError
 from recforge.evaluation.metrics import auc, log_loss
 from recforge.features.encoder import FeatureEncoder, FieldBatch
 from recforge.models.base import ModelConfig
-from recforge.models.field_layers import layout_from_encoder
+from recforge.models.features.field_layers import layout_from_encoder
 from recforge.models.registry import get_family
 from recforge.training.config import TrainConfig
 from recforge.training.device import resolve_device

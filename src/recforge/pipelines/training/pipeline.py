@@ -26,7 +26,7 @@ Two kinds of upstream input, both fixed here so the pipeline's shape never depen
 
 from kedro.pipeline import Node, Pipeline
 
-from recforge.models.content2vec import export_item_vectors
+from recforge.models.content.content2vec import export_item_vectors
 from recforge.models.registry import FAMILIES, get_family
 from recforge.pipelines.training.nodes import make_fit_model
 

@@ -1,0 +1,1 @@
+"""Content and hybrid families: item images, text and audio, and their combinations with collaborative filtering."""

@@ -1,0 +1,1 @@
+"""Session and sequence families: neighbourhoods, Markov chains, RNNs, convolutions and attention over ordered histories."""
