@@ -42,7 +42,6 @@ class EvaluationConfig(BaseModel):
     seed: int = Field(0, ge=0)
     min_train: int = Field(5, ge=1)
     batch_size: int = Field(1024, gt=0)
-    top_k: int = Field(10, gt=0)  # length of the recommendation lists written to 07_model_output
     leaderboard_k: int = Field(10, gt=0)
     # cold users: the share of each one's test rows (over known items, in time order; at least
     # one) that forms the fold-in history; the rest are the targets (`cold_start.fold_in_users`)
@@ -113,30 +112,6 @@ def _fit_seconds(recommender: Any, history: dict[str, Any]) -> float:
     """The whole fit's wall time when the model recorded it, else the sum of its epochs."""
     total = getattr(recommender, "fit_seconds", None)
     return float(total) if total is not None else float(np.sum(history.get("seconds", []) or [0.0]))
-
-
-def recommendations_table(
-    recommender: Any, user_map: pd.DataFrame, item_map: pd.DataFrame, k: int, batch_size: int = 2048
-) -> pd.DataFrame:
-    """Top-k unseen items for every known user, as raw ids: user_id, rank, item_id, score."""
-    n_users = len(user_map)
-    items, scores = [], []
-    for start in range(0, n_users, batch_size):
-        users = np.arange(start, min(start + batch_size, n_users))
-        idx, sc = recommender.recommend(users, k=k, filter_already_liked_items=True)
-        items.append(idx)
-        scores.append(sc)
-    idx, sc = np.concatenate(items), np.concatenate(scores)  # (U, k)
-    kk = idx.shape[1]
-    item_ids = item_map["item_id"].to_numpy(dtype=object)
-    return pd.DataFrame(
-        {
-            "user_id": np.repeat(user_map["user_id"].to_numpy(dtype=object), kk),
-            "rank": np.tile(np.arange(1, kk + 1), n_users),
-            "item_id": item_ids[idx.reshape(-1)],
-            "score": sc.reshape(-1).astype(np.float32),
-        }
-    ).astype({"user_id": "string", "item_id": "string"})
 
 
 LEADERBOARD_COLUMNS = ("ndcg", "hr", "recall", "precision", "map", "mrr")

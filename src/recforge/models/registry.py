@@ -8,12 +8,14 @@ from recforge.models.cf import cdae
 from recforge.models.cf import rbm
 from recforge.models.cf import sdae
 from recforge.models.cf import gmf, mlp, neumf
+from recforge.models.cf import youtube_candidates
 from recforge.models.cf import als
 from recforge.models.sequence import cooccurrence, sknn
 from recforge.models.sequence import cnn3d, narm, sasrec, tcn
 from recforge.models.sequence import contextual_rnn, gru4rec, hrnn, lstm
 from recforge.models.sequence import prod2vec_topk
 from recforge.models.features import deep_regression, deepfm, fm, lr, neural_mf_v1, neural_mf_v2, nfm, wide_deep
+from recforge.models.features import youtube_ranking
 from recforge.models.content import vbpr
 from recforge.models.content import hybrid
 from recforge.models.content import tag_attention_cnn
@@ -34,6 +36,7 @@ FAMILIES: dict[str, Family] = {
     "gmf": gmf.FAMILY,
     "mlp": mlp.FAMILY,
     "neumf": neumf.FAMILY,
+    "youtube_candidates": youtube_candidates.FAMILY,
     "als": als.FAMILY,
     "sknn": sknn.FAMILY,
     "cooccurrence": cooccurrence.FAMILY,
@@ -51,6 +54,7 @@ FAMILIES: dict[str, Family] = {
     "nfm": nfm.FAMILY,
     "wide_deep": wide_deep.FAMILY,
     "deepfm": deepfm.FAMILY,
+    "youtube_ranking": youtube_ranking.FAMILY,
     "deep_regression": deep_regression.FAMILY,
     "neural_mf_v1": neural_mf_v1.FAMILY,
     "neural_mf_v2": neural_mf_v2.FAMILY,

@@ -82,12 +82,16 @@ class Recommender:
         callbacks: Sequence[Any] = (),
         checkpoint_dir: Path | None = None,
         metrics: Sequence[str] = (),
+        batches: Any = None,
+        loss: Any = None,
     ) -> History:
         """Build the network on `train` and fit it; `seen` (default: train's matrix) is what
         `recommend` filters and what history-based networks read. `warm_start` hands the trained
         models a family starts from (`Family.warm_start_from`, e.g. neumf from gmf and mlp).
         `metrics` are validation metrics (`evaluation.selection` names) logged every epoch beside
-        the early-stopping one, e.g. for a tuning study's second objective."""
+        the early-stopping one, e.g. for a tuning study's second objective. `batches` and
+        `loss` (the `Family.batches` / `Family.loss` signatures) replace the family's own: a
+        ranker trained on a retriever's candidates (`training.two_stage`)."""
         if len(train) == 0:
             raise DataError("the training split is empty", source="train")
         started = time.perf_counter()
@@ -104,15 +108,17 @@ class Recommender:
         epochs = self.train_config.epochs if self.family.trainable else 0
         cfg = self.train_config.model_copy(update={"epochs": epochs})
         family, config = self.family, self.config
+        make_batches = batches or family.batches
+        family_loss = loss or family.loss
 
-        def batches(epoch: int, generator: torch.Generator):
-            return family.batches(self.network, train, config, cfg.batch_size, generator)
+        def epoch_batches(epoch: int, generator: torch.Generator):
+            return make_batches(self.network, train, config, cfg.batch_size, generator)
 
         def loss_fn(network, batch):
-            return family.loss(network, batch, config)
+            return family_loss(network, batch, config)
 
         self.history = fit(
-            self.network, batches, loss_fn, cfg, validate=validate, callbacks=callbacks,
+            self.network, epoch_batches, loss_fn, cfg, validate=validate, callbacks=callbacks,
             checkpoint_dir=checkpoint_dir,
         )
         self.network.eval()

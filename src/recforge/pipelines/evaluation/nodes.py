@@ -1,4 +1,4 @@
-"""Evaluation nodes: a fitted model and the splits in, metrics and recommendation lists out."""
+"""Evaluation nodes: a fitted model and the splits in, metrics out (the lists: `serving`)."""
 
 from typing import Any
 
@@ -20,7 +20,6 @@ from recforge.evaluation.report import (
     rating_baselines,
     rating_leaderboard,
     rating_markdown,
-    recommendations_table,
 )
 from recforge.evaluation.sessions import evaluate_sessions, session_leaderboard
 from recforge.models.registry import get_family
@@ -56,13 +55,6 @@ def evaluate_model(
     given = tuple(item_side) if item_side or not expected else None
     return evaluate_recommender(model, train, test, len(user_map), len(item_map), evaluation,
                                 item_side=given, vector_tables=ITEM_VECTORS.get(model.name, ()))  # fmt: skip
-
-
-def recommend_items(
-    model: Any, user_map: pd.DataFrame, item_map: pd.DataFrame, evaluation: EvaluationConfig
-) -> pd.DataFrame:
-    """Top-K unseen items for every known user, with raw ids."""
-    return recommendations_table(model, user_map, item_map, evaluation.top_k)
 
 
 TUNED_PREFIX = "tuned__"

@@ -1,7 +1,8 @@
 """`evaluation`: every trained family on the same split and protocols, then one leaderboard.
 
-The per-family template runs in each family's namespace (`{family}.metrics`,
-`{family}.recommendations` via dataset factories); `report_leaderboard` gathers them all.
+The per-family template runs in each family's namespace (`{family}.metrics` via dataset
+factories); `report_leaderboard` gathers them all. The lists in data/07_model_output come from the
+`serving` pipeline.
 `evaluate_model` also reads the family's item side as training does (`item_side_inputs`: its
 vector tables, feature tables or items table), to score the test split's cold items from content.
 """
@@ -16,7 +17,6 @@ from recforge.pipelines.evaluation.nodes import (
     evaluate_model,
     evaluate_session_model,
     item_side_inputs,
-    recommend_items,
     report_cold_start_leaderboard,
     report_context_leaderboard,
     report_leaderboard,
@@ -46,12 +46,6 @@ def create_family_pipeline(family: str) -> Pipeline:
                 inputs=["model", "train", "test", "user_map", "item_map", "params:evaluation"],
                 outputs="session_metrics",
                 name="evaluate_session_model",
-            ),
-            Node(
-                recommend_items,
-                inputs=["model", "user_map", "item_map", "params:evaluation"],
-                outputs="recommendations",
-                name="recommend_items",
             ),
         ]
     )
