@@ -23,7 +23,7 @@ BEFORE_TAGS = {
     "ground_truth_items": "fbe0a5e5973ae348",
     "ground_truth_users": "fb03ad3001731a6e",
     "impressions": "efa16cf8ffc9ce05",
-    "ground_truth_impressions": "9ace748fe758a24f",
+    "ground_truth_impressions": "5ac34dc6274d9d37",  # floats rounded to 4 decimals
     "items": "6b739389f40e429f",  # without the tags column
     "media": "e21b7a5c21f784f3",
 }
@@ -54,6 +54,9 @@ def _tag_lists(items: pd.DataFrame) -> list[list[str]]:
 
 def test_every_other_table_and_media_byte_is_unchanged(tiny: SyntheticShop) -> None:
     got = {name: _digest(getattr(tiny, name)) for name in BEFORE_TAGS if name not in ("items", "media")}
+    # float32 probabilities from numpy's vectorised exp differ in the last bits between CPUs
+    # (AVX2 / AVX-512 code paths); the impressions drawn from them match bit for bit above
+    got["ground_truth_impressions"] = _digest(tiny.ground_truth_impressions.round(4))
     got["items"] = _digest(tiny.items.drop(columns=["tags"]))
     media = hashlib.sha256()
     for path in sorted(tiny.media):
