@@ -19,6 +19,7 @@ from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.datasets import RecommenderDataset
 from recforge.pipelines.two_stage.pipeline import create_pipeline, declared_chains
+from recforge.models.features.youtube_ranking import DEFAULT_EVENT_WEIGHTS, engagement_weights
 from recforge.training import two_stage as ts
 from recforge.training.recommender import Recommender
 from recforge.training.two_stage import ChainConfig, TwoStageConfig
@@ -61,16 +62,16 @@ def test_head_tail_cuts_the_training_period_in_time():
 def test_engagement_orders_purchase_over_cart_over_view_and_uses_ratings():
     data = _data([0, 0, 0, 1], [0, 1, 2, 3], [1, 2, 3, 4], events=["view", "add_to_cart", "purchase", "rating"],
                  value=[1.0, 1.0, 1.0, 4.0])
-    w = ts.engagement(data, ts.DEFAULT_EVENT_WEIGHTS)
+    w = engagement_weights(data, DEFAULT_EVENT_WEIGHTS)
     assert w[2] > w[1] > w[0] and w[3] == 4.0
     with pytest.raises(ValueError, match="unknown event"):
-        ts.engagement(data, {"watch": 3.0})
+        engagement_weights(data, {"watch": 3.0})
 
 
 def test_labels_are_what_the_user_did_in_the_tail_with_the_largest_weight():
     cands = pd.DataFrame({"user_idx": [0, 0, 1], "rank": [1, 2, 1], "item_idx": [1, 2, 1], "score": [3.0, 2.0, 1.0]})
     tail = _data([0, 0, 1], [2, 2, 4], [5, 6, 7], events=["view", "purchase", "view"])
-    out = ts.label_candidates(cands, tail, ts.engagement(tail, ts.DEFAULT_EVENT_WEIGHTS))
+    out = ts.label_candidates(cands, tail, engagement_weights(tail, DEFAULT_EVENT_WEIGHTS))
     assert out["label"].tolist() == [0.0, 1.0, 0.0]
     assert out["weight"].tolist() == [1.0, 8.0, 1.0]
 

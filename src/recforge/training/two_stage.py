@@ -26,19 +26,17 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from recforge.data.interactions import InteractionData
-from recforge.data.schema import EVENTS
 from recforge.evaluation.metrics import hits, ranking_metrics
+from recforge.models.features.youtube_ranking import DEFAULT_EVENT_WEIGHTS, engagement_weights, weighted_logistic_loss
 from recforge.models.registry import get_family
 from recforge.training.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
 CANDIDATE_COLUMNS = ("split", "user_idx", "rank", "item_idx", "score", "label", "weight")
-DEFAULT_EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
 
 
 class ChainConfig(BaseModel):
@@ -99,21 +97,6 @@ def head_tail(train: InteractionData, label_fraction: float) -> tuple[Interactio
     if not late.any() or late.all():
         raise ValueError(f"two_stage: label_fraction={label_fraction} leaves an empty head or tail")
     return subset(train, ~late), subset(train, late)
-
-
-def engagement(data: InteractionData, event_weights: dict[str, float]) -> np.ndarray:
-    """(N,) weight of each row as a positive: its event's weight, the rating on rating rows, 1
-    where the source has no event column (Covington et al. 2016 §4.2 weight by watch time)."""
-    unknown = sorted(set(event_weights) - set(EVENTS))
-    if unknown:
-        raise ValueError(f"two_stage.event_weights: unknown event(s) {unknown}; known: {list(EVENTS)}")
-    if data.event is None:
-        return np.ones(len(data), dtype=np.float32)
-    table = np.array([event_weights.get(e, 1.0) for e in EVENTS], dtype=np.float32)  # (E,)
-    w = table[np.maximum(data.event, 0)]
-    rating = data.event == EVENTS.index("rating")
-    w[rating] = data.value[rating]
-    return w
 
 
 # -------------------------------------------------------------------------------- candidates
@@ -190,7 +173,7 @@ def training_candidates(
     head, tail = head_tail(train, config.label_fraction)
     copy = refit_on_head(retriever, head)
     users = np.unique(tail.user_idx)
-    weights = (engagement(tail, config.event_weights) if config.weighting == "engagement"
+    weights = (engagement_weights(tail, config.event_weights) if config.weighting == "engagement"
                else np.ones(len(tail), dtype=np.float32))
     cands = label_candidates(generate_candidates(copy, users, n, config.batch_size), tail, weights)
     logger.info("two_stage: %s proposed %d candidates for %d tail users (%.1f%% positive)",
@@ -212,12 +195,9 @@ def candidate_batches(candidates: pd.DataFrame, batch_size: int, generator: torc
 
 
 def weighted_logistic(network, batch) -> torch.Tensor:
-    """Weighted logistic regression on the ranker's logits (Covington et al. 2016 §4.2): with
-    positives weighted by engagement T_i and negatives by 1, the learned odds e^{Wx+b} approximate
-    the expected engagement."""
-    logits = network(batch["user"], batch["item"])  # (B,)
-    loss = F.binary_cross_entropy_with_logits(logits, batch["label"], weight=batch["weight"], reduction="sum")
-    return loss / batch["weight"].sum()
+    """`weighted_logistic_loss` (Covington et al. 2016 §4.2) of the ranker's logits on a batch of
+    labelled candidates."""
+    return weighted_logistic_loss(network(batch["user"], batch["item"]), batch["label"], batch["weight"])
 
 
 def fit_ranker(
