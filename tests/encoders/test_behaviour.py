@@ -14,7 +14,7 @@ from sklearn.model_selection import cross_val_score
 from recforge.data.interactions import InteractionData
 from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
-from recforge.encoders.ann import RandomHyperplaneLSH, _ragged, exact_neighbours
+from recforge.encoders.ann import nearest_neighbours
 from recforge.encoders.diagnostics import (
     DiagnosticsConfig,
     category_purity,
@@ -284,7 +284,7 @@ def test_user_vectors_group_users_by_taste(tables, shop):
     ids, vectors = table_vectors(tables["user2vec_users"], "user_id")
     truth = shop.ground_truth_users.set_index(shop.ground_truth_users["user_id"].astype(str))
     favourite = truth.loc[ids.astype(str), "favourite_top"].to_numpy(dtype=object)
-    idx, _ = exact_neighbours(vectors, vectors, 10, exclude=np.arange(len(ids)))
+    idx, _ = nearest_neighbours(vectors, 10, method="flat")
     purity, chance = neighbour_purity(idx, favourite)
     assert purity > 1.5 * chance
 
@@ -345,31 +345,6 @@ def test_a_family_initialised_from_item_vectors_trains(tables, split, train):
     torch.testing.assert_close(start, expected, atol=1e-4, rtol=1e-4)  # still the pretrained geometry
 
 
-# ---------------------------------------------------------------- LSH
-def test_lsh_recall_against_exact_search():
-    rng = np.random.default_rng(0)
-    centres = rng.standard_normal((50, 32))
-    vectors = np.repeat(centres, 80, axis=0) + 0.5 * rng.standard_normal((4000, 32))
-    queries = np.arange(0, 4000, 20)
-    exact, _ = exact_neighbours(vectors, vectors[queries], 10, exclude=queries)
-    lsh = RandomHyperplaneLSH(vectors, n_bits=10, n_tables=6, seed=0)
-    approx, sims = lsh.query(vectors[queries], 10, exclude=queries)
-    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
-    assert recall > 0.9
-    assert (np.diff(sims, axis=1) <= 1e-6).all() and (approx != queries[:, None]).all()
-    again, _ = RandomHyperplaneLSH(vectors, n_bits=10, n_tables=6, seed=0).query(vectors[queries], 10, exclude=queries)
-    assert np.array_equal(approx, again)
-    # buckets too small for k: those queries fall back to exact search
-    sparse = RandomHyperplaneLSH(vectors, n_bits=40, n_tables=1, multiprobe=False, seed=0)
-    fallback, _ = sparse.query(vectors[queries], 10, exclude=queries)
-    assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(fallback, exact)]) == 1.0
-
-
-def test_ragged_ranges():
-    owner, value = _ragged(np.array([3, 7, 7]), np.array([5, 7, 9]))
-    assert owner.tolist() == [0, 0, 2, 2] and value.tolist() == [3, 4, 7, 8]
-
-
 # ---------------------------------------------------------------- prod2vec_topk
 @pytest.fixture(scope="module")
 def next_item(shop):
@@ -398,12 +373,12 @@ def test_prod2vec_topk_beats_popularity_on_next_item_hit_rate(next_item):
     last = rec.network.last_items[torch.as_tensor(users), 0].numpy()
     similar, _ = rec.similar_items(last, k=1)
     assert np.array_equal(top[:, 0], last) and np.array_equal(top[:, 1], similar[:, 0])
-    # forward and score_all agree; the LSH index scores (almost) the same top-10
+    # forward and score_all agree; an HNSW index scores (almost) the same top-10
     u = torch.arange(20)
     scores = rec.network.score_all(u, torch.zeros(20, train.n_items))
     items = torch.randint(train.n_items, (20,))
     torch.testing.assert_close(rec.network(u, items), scores[u, items])
-    rec.network.config = rec.network.config.model_copy(update={"index": "lsh", "candidates": 50})
+    rec.network.config = rec.network.config.model_copy(update={"index": "hnsw", "candidates": 50})
     approx = rec.network.score_all(u, torch.zeros(20, train.n_items)).topk(10).indices
     overlap = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.tolist(), scores.topk(10).indices.tolist())])
     assert overlap > 0.8

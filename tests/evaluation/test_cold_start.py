@@ -19,12 +19,11 @@ from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.evaluation.cold_start import (
     cold_item_ranking,
     cold_items_of,
-    cold_start_leaderboard,
-    cold_start_markdown,
     cold_start_slices,
     cold_user_ranking,
     fold_in_users,
 )
+from recforge.evaluation.cold_start_report import cold_start_leaderboard, cold_start_markdown
 from recforge.evaluation.report import EvaluationConfig
 from recforge.models.base import ColdStartUnsupported
 from recforge.models.registry import FAMILIES

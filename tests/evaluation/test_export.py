@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from recforge.data.interactions import InteractionData
+from recforge.encoders.ann import AnnConfig
 from recforge.evaluation.export import (
     RECOMMENDATION_COLUMNS,
     SIMILAR_COLUMNS,
@@ -77,13 +78,34 @@ def test_a_user_who_has_seen_everything_gets_no_rows_and_is_reported(caplog):
     assert "u3" in caplog.text and "nothing left" in caplog.text
 
 
-def test_nan_scores_are_refused_naming_the_family_and_the_users():
+@pytest.mark.parametrize("index", [None, AnnConfig(), AnnConfig(kind="hnsw")], ids=["dense", "flat", "hnsw"])
+def test_nan_scores_are_refused_naming_the_family_and_the_users(index):
     users, items = _maps()
     rec = _fit("bpr", _train(), dim=4)
     with torch.no_grad():
         rec.network.user.weight[[2, 7]] = float("nan")
     with pytest.raises(NaNScoresError, match=r"bpr: NaN scores for 2 user\(s\).*u2, u7"):
-        export_recommendations(rec, users, items, k=3, batch_size=4)
+        export_recommendations(rec, users, items, k=3, batch_size=4, index=index)
+    with torch.no_grad():
+        rec.network.user.weight[[2, 7]] = 0.0
+        rec.network.item.weight[4] = float("inf")  # a broken item: every user's list
+    with pytest.raises(NaNScoresError, match=r"bpr: NaN scores for \d+ user\(s\)"):
+        export_recommendations(rec, users, items, k=3, batch_size=4, index=index)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_lists_through_a_faiss_index_match_the_dense_lists(kind):
+    users, items = _maps()
+    rec = _fit("bpr", _train(), dim=4)
+    index = AnnConfig(kind=kind, nlist=1)  # a catalogue this small: one IVF cell, so the search is exact
+    dense, _ = export_recommendations(rec, users, items, k=4, batch_size=4)
+    served, summary = export_recommendations(rec, users, items, k=4, batch_size=4, index=index)
+    assert summary.n_rows == len(dense) and dict(served.dtypes.astype(str)) == RECOMMENDATION_COLUMNS
+    pd.testing.assert_frame_equal(served[["user_id", "rank"]], dense[["user_id", "rank"]])
+    np.testing.assert_allclose(served["score"], dense["score"], rtol=1e-5, atol=1e-6)
+    similar, _ = export_similar_items(rec, items, k=3, index=index)
+    exact, _ = export_similar_items(rec, items, k=3)
+    np.testing.assert_allclose(similar["score"], exact["score"], rtol=1e-5, atol=1e-6)
 
 
 def test_similar_items_exclude_the_item_and_clip_k():

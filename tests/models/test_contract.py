@@ -13,6 +13,7 @@ from recforge.data.filters import filter_interactions
 from recforge.data.interactions import InteractionData
 from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
+from recforge.encoders.ann import AnnConfig, recall_at_k
 from recforge.evaluation.protocols import full_ranking
 from recforge.features.tables import FieldTables, build_field_tables
 from recforge.models.registry import FAMILIES
@@ -184,6 +185,35 @@ def test_recommendations_exclude_seen_items(family, trained, shop_splits):
     users = np.arange(40)
     top, _ = rec.recommend(users, k=10, filter_already_liked_items=True)
     assert not seen.toarray()[users[:, None], top].any()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_an_ann_index_serves_the_same_lists(family, trained, shop_splits):
+    """Factored families: retrieval_users @ retrieval_items.T is score_all, and recommend through a
+    faiss flat index returns the dense path's lists (seen items skipped inside the search);
+    an HNSW index finds almost all of them. Other families ignore the index. similar_items
+    through HNSW agrees with the exact flat search."""
+    rec = trained(family)
+    net = rec.network
+    users = np.arange(40)
+    dense_top, dense_scores = rec.recommend(users, k=10)
+    flat_top, flat_scores = rec.recommend(users, k=10, index=AnnConfig())
+    if net.retrieval_items() is not None:
+        u = torch.as_tensor(users)
+        with torch.no_grad():
+            factored = net.retrieval_users(u) @ net.retrieval_items().T
+            full = net.score_all(u, rec.history_rows(users))
+        torch.testing.assert_close(factored, full, rtol=1e-4, atol=1e-4)
+        hnsw_top, _ = rec.recommend(users, k=10, index=AnnConfig(kind="hnsw"))
+        assert recall_at_k(hnsw_top, dense_top) > 0.9
+    np.testing.assert_allclose(flat_scores, dense_scores, rtol=1e-4, atol=1e-4)  # ties may swap items
+    assert np.mean(flat_top == dense_top) > 0.95
+    if net.item_embeddings() is not None:
+        items = np.arange(30)
+        exact, sims = rec.similar_items(items, k=5)
+        assert not (exact == items[:, None]).any() and (np.diff(sims, axis=1) <= 1e-6).all()
+        approx, _ = rec.similar_items(items, k=5, index=AnnConfig(kind="hnsw"))
+        assert recall_at_k(approx, exact) > 0.9
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -18,18 +18,16 @@ from recforge.data.schema import EVENTS
 from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.evaluation.protocols import full_ranking
-from recforge.models.features.youtube_ranking import (
+from recforge.models.features.ranking_features import (
     Timeline,
-    YouTubeRankingConfig,
-    build,
     cdf_normalise,
-    engagement_weights,
     item_content,
     phi,
     quantile_edges,
     training_features,
-    weighted_logistic_loss,
 )
+from recforge.models.features.youtube_ranking import YouTubeRankingConfig, build
+from recforge.training.engagement import engagement_weights, weighted_logistic_loss
 from recforge.training.recommender import Recommender
 
 

@@ -19,8 +19,8 @@ from recforge.data.splits import SplitConfig, split_interactions
 from recforge.data.synthetic import ShopConfig, generate_shop
 from recforge.datasets import RecommenderDataset
 from recforge.pipelines.two_stage.pipeline import create_pipeline, declared_chains
-from recforge.models.features.youtube_ranking import DEFAULT_EVENT_WEIGHTS, engagement_weights
 from recforge.training import two_stage as ts
+from recforge.training.engagement import DEFAULT_EVENT_WEIGHTS, engagement_weights
 from recforge.training.recommender import Recommender
 from recforge.training.two_stage import ChainConfig, TwoStageConfig
 

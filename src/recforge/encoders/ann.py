@@ -1,141 +1,227 @@
-"""Nearest neighbours by cosine: exact (chunked matrix products) or approximate by LSH.
+"""Top-k retrieval by inner product or cosine through faiss (Johnson, Douze & Jégou 2019,
+"Billion-scale similarity search with GPUs"; faiss-cpu from the package registry).
 
-`RandomHyperplaneLSH` is random-hyperplane locality-sensitive hashing for the angle between
-vectors (Charikar 2002, "Similarity estimation techniques from rounding algorithms"): a vector's
-code in a table is the sign pattern of its projections on `n_bits` random directions, and two
-vectors collide with probability (1 - θ/π)^n_bits. Several tables, each also probed at the codes
-one bit flip away (multi-probe LSH, Lv et al. 2007), gather candidates; the candidates are then
-ranked by their exact cosine. A query with fewer than k candidates falls back to exact search.
-Everything is vectorised over queries (numpy sorts, searches and ragged ranges): the only Python
-loops run over tables and probes. No faiss here, and none needed at the catalogue sizes we meet.
+`AnnIndex` holds one of three faiss indexes over a table of vectors (n, D):
+
+- `flat` (the default): exact search, every vector scored (`IndexFlatIP`);
+- `ivf`: an inverted file (Jégou et al. 2011): k-means cells (`nlist`, by default about 4·√n),
+  a query scanning the `nprobe` nearest cells;
+- `hnsw`: a hierarchical navigable small-world graph (Malkov & Yashunin 2018), `hnsw_m` links
+  per node, `ef_construction` / `ef_search` the beam widths of building and searching.
+
+`metric: cosine` normalises the vectors and the queries, so the inner product is the cosine.
+`search(queries, k, exclude)` skips, per query, one row (the query item itself) or the rows of a
+sparse matrix (a user's seen items): it asks faiss for k plus the most any query excludes and
+drops those; a query left short by an approximate index is searched again exactly. `k` is
+clipped to the catalogue; a query with fewer than k eligible rows is padded with index -1 and
+score -inf. Vectors or queries with NaN or infinite entries are refused, naming the rows.
+`recall_at_k` measures an approximate index against the exact one.
+
+Used by `nearest_neighbours` (the embedding diagnostics), `Recommender.similar_items` and, for
+the families whose scores factor as a user vector · an item vector, `Recommender.recommend`
+with an index (export, the two-stage retriever), and by prod2vec_topk's `index: ivf | hnsw`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Literal
 
+import faiss
 import numpy as np
+import scipy.sparse as sp
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["auto", "exact", "lsh"]
-AUTO_EXACT_MAX = 50_000  # below this many items an exact search is cheap enough
+Kind = Literal["flat", "ivf", "hnsw"]
+Method = Literal["auto", "flat", "ivf", "hnsw"]
+AUTO_EXACT_MAX = 50_000  # `auto`: an exact flat search up to this many rows, HNSW above
+_SHOWN = 20  # rows named in an error
+
+
+class AnnConfig(BaseModel):
+    """Which faiss index to build and how to search it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Kind = "flat"
+    metric: Literal["ip", "cosine"] = "ip"
+    nlist: int | None = Field(None, ge=1)  # ivf cells; None: about 4·√n, at least 39 rows a cell
+    nprobe: int = Field(16, ge=1)  # ivf cells scanned per query
+    hnsw_m: int = Field(32, ge=2)  # hnsw links per node
+    ef_construction: int = Field(80, ge=1)
+    ef_search: int = Field(128, ge=1)
+    seed: int = 0  # ivf k-means
+
+
+class NonFiniteVectorsError(ValueError):
+    """Vectors (or queries) with NaN or infinite entries: no index can rank them."""
+
+
+def as_float32(vectors: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A C-contiguous float32 (n, D) array of `vectors` (a tensor is detached and moved to CPU)."""
+    if isinstance(vectors, torch.Tensor):
+        vectors = vectors.detach().float().cpu().numpy()
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    if v.ndim != 2:
+        raise ValueError(f"expected a 2-d (rows, dim) array of vectors, got shape {v.shape}")
+    return v
+
+
+def check_finite(vectors: np.ndarray, what: str = "vectors") -> None:
+    """Raise `NonFiniteVectorsError` naming the rows of `vectors` with NaN or inf entries."""
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if len(bad):
+        more = f" (and {len(bad) - _SHOWN} more)" if len(bad) > _SHOWN else ""
+        raise NonFiniteVectorsError(
+            f"{what}: {len(bad)} of {len(vectors)} row(s) hold NaN or infinite values, rows "
+            f"{bad[:_SHOWN].tolist()}{more}; a diverged model or a broken vector table?"
+        )
 
 
 def normalise(vectors: np.ndarray | torch.Tensor) -> np.ndarray:
     """Rows scaled to unit L2 norm (zero rows stay zero), float32."""
-    v = np.asarray(vectors.detach().cpu() if isinstance(vectors, torch.Tensor) else vectors, dtype=np.float32)
-    norm = np.linalg.norm(v, axis=1, keepdims=True)
-    return v / np.maximum(norm, 1e-12)
+    v = as_float32(vectors)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
-def exact_neighbours(
-    vectors: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(indices (Q, k), cosines (Q, k)) of the k most similar rows of `vectors` to each query,
-    best first; `exclude` (Q,) names one row per query to skip (the query item itself)."""
-    base = torch.from_numpy(normalise(vectors))  # (n, D)
-    q = torch.from_numpy(normalise(queries))  # (Q, D)
-    k = min(k, len(base) - (exclude is not None))
-    idx = np.empty((len(q), k), dtype=np.int64)
-    sim = np.empty((len(q), k), dtype=np.float32)
-    chunk = max(1, 2**24 // max(len(base), 1))
-    for start in range(0, len(q), chunk):
-        s = q[start:start + chunk] @ base.T  # (C, n)
-        if exclude is not None:
-            s[torch.arange(len(s)), torch.from_numpy(exclude[start:start + chunk])] = -torch.inf
-        top = torch.topk(s, k, dim=1)
-        idx[start:start + chunk], sim[start:start + chunk] = top.indices.numpy(), top.values.numpy()
-    return idx, sim
+def default_nlist(n: int) -> int:
+    """About 4·√n cells, with at least 39 training rows per cell (faiss's own floor)."""
+    return max(1, min(int(4 * math.sqrt(n)), n // 39))
 
 
-class RandomHyperplaneLSH:
-    """An LSH index over `vectors` (n, D) for cosine similarity; seeded, so rebuilt identically."""
+class AnnIndex:
+    """A faiss index over `vectors` (n, D) built as `config` says; `search` returns the top k."""
 
-    def __init__(
-        self, vectors: np.ndarray | torch.Tensor, n_bits: int = 12, n_tables: int = 8,
-        multiprobe: bool = True, seed: int = 0,
-    ) -> None:
-        if not 1 <= n_bits <= 62:
-            raise ValueError(f"n_bits must be in [1, 62], got {n_bits}")
-        self.vectors = normalise(vectors)  # (n, D)
-        self.n_bits, self.n_tables, self.multiprobe = n_bits, n_tables, multiprobe
-        rng = np.random.default_rng(seed)
-        self.planes = rng.standard_normal((n_tables, self.vectors.shape[1], n_bits)).astype(np.float32)
-        codes = self._codes(self.vectors)  # (T, n)
-        self.order = np.argsort(codes, axis=1, kind="stable")  # (T, n) items sorted by code
-        self.sorted_codes = np.take_along_axis(codes, self.order, axis=1)  # (T, n)
+    def __init__(self, vectors: np.ndarray | torch.Tensor, config: AnnConfig | None = None,
+                 what: str = "vectors") -> None:  # fmt: skip
+        self.config = config or AnnConfig()
+        v = as_float32(vectors)
+        check_finite(v, what)
+        if len(v) == 0:
+            raise ValueError(f"{what}: cannot index an empty table")
+        self.what = what
+        self.vectors = normalise(v) if self.config.metric == "cosine" else v  # kept for exact re-search
+        self.n, self.dim = self.vectors.shape
+        self.index = self._build()
 
     def __len__(self) -> int:
-        return len(self.vectors)
+        return self.n
 
-    def _codes(self, v: np.ndarray) -> np.ndarray:
-        bits = np.einsum("nd,tdb->tnb", v, self.planes) > 0  # (T, n, bits)
-        return (bits.astype(np.int64) << np.arange(self.n_bits, dtype=np.int64)).sum(-1)  # (T, n)
+    def _build(self) -> faiss.Index:
+        c, d = self.config, self.dim
+        if c.kind == "flat":
+            index = faiss.IndexFlatIP(d)
+        elif c.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, c.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = c.ef_construction
+            index.hnsw.efSearch = c.ef_search
+        else:
+            nlist = min(c.nlist or default_nlist(self.n), self.n)
+            self.nlist = nlist
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = c.seed
+            index.train(self.vectors)
+            index.nprobe = min(c.nprobe, nlist)
+        index.add(self.vectors)
+        return index
 
-    def candidates(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct (query row, item) pairs that share a probed bucket in some table."""
-        q = normalise(queries)
-        codes = self._codes(q)  # (T, Q)
-        flips = [0] + ([1 << b for b in range(self.n_bits)] if self.multiprobe else [])
-        rows, items = [], []
-        for t in range(self.n_tables):
-            for flip in flips:
-                probe = codes[t] ^ flip  # (Q,)
-                lo = np.searchsorted(self.sorted_codes[t], probe, side="left")
-                hi = np.searchsorted(self.sorted_codes[t], probe, side="right")
-                r, pos = _ragged(lo, hi)  # every (query, position in the bucket)
-                rows.append(r)
-                items.append(self.order[t][pos])
-        row, item = np.concatenate(rows), np.concatenate(items)
-        key = np.unique(row * len(self) + item)
-        return key // len(self), key % len(self)
-
-    def query(
-        self, queries: np.ndarray | torch.Tensor, k: int, exclude: np.ndarray | None = None
+    def search(
+        self, queries: np.ndarray | torch.Tensor, k: int,
+        exclude: np.ndarray | sp.spmatrix | sp.sparray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(indices (Q, k), cosines (Q, k)), best first; exact search for queries whose buckets
-        hold fewer than k candidates. `exclude` (Q,) names one item per query to skip."""
-        q = normalise(queries)
-        k = min(k, len(self) - (exclude is not None))
-        row, item = self.candidates(q)
-        if exclude is not None:
-            keep = item != exclude[row]
-            row, item = row[keep], item[keep]
-        sim = np.einsum("pd,pd->p", q[row], self.vectors[item])  # (P,)
-        order = np.lexsort((-sim, row))  # by query, best first
-        row, item, sim = row[order], item[order], sim[order]
-        start = np.searchsorted(row, np.arange(len(q)))  # (Q,) first candidate of each query
-        rank = np.arange(len(row)) - start[row]
-        top = rank < k
-        idx = np.full((len(q), k), -1, dtype=np.int64)
-        out = np.full((len(q), k), -np.inf, dtype=np.float32)
-        idx[row[top], rank[top]] = item[top]
-        out[row[top], rank[top]] = sim[top]
-        short = np.flatnonzero((idx < 0).any(axis=1))
-        if len(short):
-            ex = None if exclude is None else exclude[short]
-            idx[short], out[short] = exact_neighbours(self.vectors, q[short], k, ex)
-        return idx, out
+        """(indices (Q, k'), scores (Q, k')) best first, k' = min(k, n); -1 / -inf pad a query
+        with fewer eligible rows. `exclude`: (Q,) one row per query (-1: none), or a sparse
+        (Q, n) matrix whose stored entries are the rows to skip for each query."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        q = as_float32(queries)
+        check_finite(q, f"queries against {self.what}")
+        if q.shape[1] != self.dim:
+            raise ValueError(f"queries have {q.shape[1]} dims but {self.what} has {self.dim}")
+        if self.config.metric == "cosine":
+            q = normalise(q)
+        k = min(k, self.n)
+        skip = _exclusions(exclude, len(q), self.n)
+        extra = int(np.diff(skip.indptr).max()) if skip is not None and len(q) else 0
+        ask = min(k + extra, self.n)
+        scores, idx = self.index.search(q, ask) if len(q) else (np.zeros((0, ask), np.float32), np.zeros((0, ask), np.int64))
+        idx, scores = _drop_excluded(idx.astype(np.int64), scores, skip, k)
+        if self.config.kind != "flat" and len(q):
+            eligible = self.n - (np.diff(skip.indptr) if skip is not None else 0)
+            short = np.flatnonzero((idx >= 0).sum(axis=1) < np.minimum(k, eligible))
+            if len(short):  # the graph / the probed cells held too few: search those exactly
+                e, i = faiss.knn(q[short], self.vectors, ask, metric=faiss.METRIC_INNER_PRODUCT)
+                sub = skip[short] if skip is not None else None
+                idx[short], scores[short] = _drop_excluded(i.astype(np.int64), e, sub, k)
+        return idx, scores
+
+
+def _exclusions(exclude, n_queries: int, n: int) -> sp.csr_matrix | None:
+    """`exclude` as a (Q, n) CSR matrix of rows to skip (None when nothing is)."""
+    if exclude is None:
+        return None
+    if sp.issparse(exclude):
+        m = sp.csr_matrix(exclude)
+        if m.shape != (n_queries, n):
+            raise ValueError(f"exclude has shape {m.shape}, expected (queries, rows) = ({n_queries}, {n})")
+        m = m.copy()
+        m.sum_duplicates()  # a repeated entry would count twice in the per-query exclusion counts
+        m.data[:] = 1
+        m.eliminate_zeros()
+        return m
+    rows = np.asarray(exclude, dtype=np.int64)
+    if rows.shape != (n_queries,):
+        raise ValueError(f"exclude has shape {rows.shape}, expected one row per query ({n_queries},)")
+    outside = np.flatnonzero(rows >= n)
+    if len(outside):
+        raise ValueError(
+            f"exclude names rows outside the {n} rows indexed, for queries {outside[:_SHOWN].tolist()} "
+            f"(rows {rows[outside[:_SHOWN]].tolist()})"
+        )
+    keep = rows >= 0
+    return sp.csr_matrix((np.ones(keep.sum(), np.int8), (np.flatnonzero(keep), rows[keep])), shape=(n_queries, n))
+
+
+def _drop_excluded(idx: np.ndarray, scores: np.ndarray, skip: sp.csr_matrix | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first k results per query that are found (idx >= 0) and not excluded, -1 / -inf padded."""
+    ok = idx >= 0
+    if skip is not None and skip.nnz:
+        n = skip.shape[1]
+        skipped = np.repeat(np.arange(skip.shape[0], dtype=np.int64), np.diff(skip.indptr)) * n + skip.indices
+        keys = np.arange(len(idx), dtype=np.int64)[:, None] * n + idx  # (Q, k): query row * n + result
+        ok &= ~np.isin(keys, skipped)
+    rank = np.cumsum(ok, axis=1) - 1  # position among the kept results
+    keep = ok & (rank < k)
+    out_i = np.full((len(idx), k), -1, dtype=np.int64)
+    out_s = np.full((len(idx), k), -np.inf, dtype=np.float32)
+    r, c = np.nonzero(keep)
+    out_i[r, rank[r, c]] = idx[r, c]
+    out_s[r, rank[r, c]] = scores[r, c]
+    return out_i, out_s
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
+    """Mean over queries of |approx ∩ exact| / |exact|, on (Q, k) index arrays (-1 = no result)."""
+    approx, exact = np.asarray(approx), np.asarray(exact)
+    if approx.shape[0] != exact.shape[0]:
+        raise ValueError(f"approx has {approx.shape[0]} queries, exact {exact.shape[0]}")
+    found = [len(np.intersect1d(a[a >= 0], e[e >= 0])) / max((e >= 0).sum(), 1) for a, e in zip(approx, exact)]
+    return float(np.mean(found)) if found else float("nan")
 
 
 def nearest_neighbours(
-    vectors: np.ndarray, k: int, method: Method = "auto", seed: int = 0, queries: np.ndarray | None = None
+    vectors: np.ndarray | torch.Tensor, k: int, method: Method = "auto", seed: int = 0,
+    queries: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(indices (Q, k), cosines (Q, k)) of each query row's k nearest rows of `vectors`, the
-    row itself excluded; queries default to every row. `auto` is exact up to AUTO_EXACT_MAX rows."""
-    queries = np.arange(len(vectors)) if queries is None else np.asarray(queries, dtype=np.int64)
-    if method == "exact" or (method == "auto" and len(vectors) <= AUTO_EXACT_MAX):
-        return exact_neighbours(vectors, vectors[queries], k, exclude=queries)
-    return RandomHyperplaneLSH(vectors, seed=seed).query(vectors[queries], k, exclude=queries)
-
-
-def _ragged(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(owner (L,), value (L,)) listing lo[i]..hi[i]-1 for every i, without a Python loop."""
-    lengths = hi - lo
-    owner = np.repeat(np.arange(len(lo)), lengths)
-    starts = np.cumsum(lengths) - lengths  # (Q,) offset of each range in the output
-    value = np.arange(lengths.sum()) - starts[owner] + lo[owner]
-    return owner, value
+    """(indices (Q, k), cosines (Q, k)) of each query row's k nearest rows of `vectors`, the row
+    itself excluded; queries (row indices) default to every row. `auto` is an exact flat search
+    up to AUTO_EXACT_MAX rows and HNSW above."""
+    v = as_float32(vectors)
+    queries = np.arange(len(v)) if queries is None else np.asarray(queries, dtype=np.int64)
+    kind: Kind = ("flat" if len(v) <= AUTO_EXACT_MAX else "hnsw") if method == "auto" else method
+    index = AnnIndex(v, AnnConfig(kind=kind, metric="cosine", seed=seed))
+    return index.search(index.vectors[queries], min(k, len(v) - 1), exclude=queries)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recforge.data.errors import DataError
 from recforge.data.idmap import IdMap
+from recforge.encoders.ann import AnnConfig
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class ServingConfig(BaseModel):
     k: int = Field(10, gt=0)  # recommendations per user
     similar_k: int = Field(10, gt=0)  # similar items per item
     batch_size: int = Field(2048, gt=0)  # users (items) scored per call
+    index: AnnConfig = AnnConfig()  # faiss index for the lists (`encoders.ann`): exact flat by default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +135,8 @@ def _summarise(family: str, kind: str, k: int, k_served: int, query_ids: np.ndar
 
 
 def export_recommendations(
-    recommender: Any, user_map: pd.DataFrame, item_map: pd.DataFrame, k: int, batch_size: int = 2048
+    recommender: Any, user_map: pd.DataFrame, item_map: pd.DataFrame, k: int, batch_size: int = 2048,
+    index: AnnConfig | None = None,
 ) -> Export:
     """Top-`k` unseen items for every user of `user_map`: user_id, rank (1 = best), item_id, score.
 
@@ -153,7 +156,7 @@ def export_recommendations(
     k_served = min(k, len(items))
 
     def query(q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-        return recommender.recommend(q, k=kk, filter_already_liked_items=True)
+        return recommender.recommend(q, k=kk, filter_already_liked_items=True, index=index)
 
     q, rank, idx, score, nan = _top_lists(query, len(users), k_served, batch_size)
     if len(nan):
@@ -164,7 +167,9 @@ def export_recommendations(
     return Export(table, _summarise(recommender.name, "recommendations", k, k_served, users, q, seconds))
 
 
-def export_similar_items(recommender: Any, item_map: pd.DataFrame, k: int, batch_size: int = 2048) -> Export:
+def export_similar_items(
+    recommender: Any, item_map: pd.DataFrame, k: int, batch_size: int = 2048, index: AnnConfig | None = None,
+) -> Export:
     """Top-`k` most similar other items for every item: item_id, rank, similar_item_id, score.
 
     Similarity is `Recommender.similar_items` (cosine of the family's item vectors, the item
@@ -194,7 +199,7 @@ def export_similar_items(recommender: Any, item_map: pd.DataFrame, k: int, batch
         return Export(_empty(SIMILAR_COLUMNS), summary)
 
     def query(q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-        return recommender.similar_items(q, k=kk)
+        return recommender.similar_items(q, k=kk, index=index)
 
     q, rank, idx, score, nan = _top_lists(query, len(items), k_served, batch_size)
     if len(nan):

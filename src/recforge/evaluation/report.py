@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from recforge.data.interactions import InteractionData
 from recforge.evaluation.context import context_ranking, model_context_fn, popularity_in_context
 from recforge.evaluation.metrics import catalogue_coverage, mae, rmse
-from recforge.evaluation.cold_start import cold_start_metrics
+from recforge.evaluation.cold_start_report import cold_start_metrics
 from recforge.evaluation.protocols import (
     evaluate_slices,
     rank_users,

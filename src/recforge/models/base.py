@@ -74,6 +74,18 @@ class RecommenderNetwork(nn.Module):
         """(n_items, D) item vectors for `similar_items`, or None when the family has none."""
         return None
 
+    def retrieval_items(self) -> torch.Tensor | None:
+        """(n_items, F) item side of scores that factor as one inner product, or None (the
+        default) when they do not: then `score_all(user, h) == retrieval_users(user) @
+        retrieval_items().T` (biases and constants carried by extra columns; no dense history
+        needed), so a nearest-neighbour index over these rows retrieves each user's top items
+        without scoring the catalogue (`Recommender.recommend(..., index=)`)."""
+        return None
+
+    def retrieval_users(self, user: torch.Tensor) -> torch.Tensor:
+        """(B,) -> (B, F): the user side matching `retrieval_items`."""
+        raise NotImplementedError(f"{type(self).__name__} has no factored scores")
+
     def score_cold_items(self, user: torch.Tensor, content: object) -> torch.Tensor:
         """(B,), content of C items unseen in training -> (B, C) scores on the same scale as
         `score_all`, so the two can be ranked together.

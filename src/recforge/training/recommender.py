@@ -23,6 +23,7 @@ import torch
 
 from recforge.data.errors import DataError, UnknownIdError
 from recforge.data.interactions import InteractionData
+from recforge.encoders.ann import AnnConfig, AnnIndex, NonFiniteVectorsError, as_float32
 from recforge.models.base import Family, ModelConfig, RecommenderNetwork
 from recforge.models.registry import get_family
 from recforge.training.config import TrainConfig
@@ -61,6 +62,7 @@ class Recommender:
         self.history: History | None = None
         self.fit_seconds: float | None = None  # wall time of `fit`: build, pretraining and epochs
         self._seen: sp.csr_matrix | None = None
+        self._ann_cache: dict[str, tuple[tuple, AnnIndex]] = {}  # faiss indexes of the trained vectors
 
     @property
     def name(self) -> str:
@@ -277,11 +279,32 @@ class Recommender:
 
     @torch.no_grad()
     def recommend(
-        self, user_idx: np.ndarray, k: int = 10, filter_already_liked_items: bool = True
+        self, user_idx: np.ndarray, k: int = 10, filter_already_liked_items: bool = True,
+        index: AnnConfig | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices and scores per user: ((B, k), (B, k))."""
+        """Top-k item indices and scores per user: ((B, k), (B, k)).
+
+        With `index` (an `encoders.ann.AnnConfig`, inner product) and a family whose scores
+        factor (`retrieval_items()` is not None: bpr, mf, als, gmf, youtube_candidates), the top k
+        come from a faiss index over the item factors, seen items skipped inside the search, so
+        the catalogue is never scored densely; -1 / -inf pad a user with fewer unseen items.
+        Other families score every item, as without `index`. Non-finite factors (a diverged fit)
+        give NaN scores, as the dense path does, for the caller to refuse."""
         u = self._check_users(user_idx)
         net = self._require_fitted()
+        if index is not None:
+            try:
+                ann = self._ann_index("retrieval_items", index)
+            except NonFiniteVectorsError:  # every user's scores involve the broken items
+                return _nan_lists(len(u), min(k, net.n_items))
+            if ann is not None:
+                users = as_float32(net.retrieval_users(torch.as_tensor(u, device=self._device())))
+                bad = ~np.isfinite(users).all(axis=1)
+                users[bad] = 0.0
+                seen = self._seen[u] if filter_already_liked_items else None
+                idx, scores = ann.search(users, k, exclude=seen)
+                idx[bad], scores[bad] = -1, np.nan
+                return idx, scores
         history = self.history_rows(u)
         scores = net.score_all(torch.as_tensor(u, device=self._device()), history).float()  # (B, I)
         if filter_already_liked_items:
@@ -290,17 +313,36 @@ class Recommender:
         return top.indices.cpu().numpy(), top.values.cpu().numpy()
 
     @torch.no_grad()
-    def similar_items(self, item_idx: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Most similar items by cosine of the family's item vectors, excluding the item itself."""
+    def similar_items(
+        self, item_idx: np.ndarray, k: int = 10, index: AnnConfig | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Most similar items by cosine of the family's item vectors, excluding the item itself:
+        ((B, k'), (B, k')), k' = min(k, n_items - 1). The search runs in a faiss index over the
+        normalised vectors (`index`: an `encoders.ann.AnnConfig`; default an exact flat index),
+        built once per set of trained weights."""
         i = self._check_items(item_idx)
-        emb = self._require_fitted().item_embeddings()
-        if emb is None:
+        try:
+            ann = self._ann_index("item_embeddings", (index or AnnConfig()).model_copy(update={"metric": "cosine"}))
+        except NonFiniteVectorsError:  # NaN vectors: NaN similarities, for the caller to refuse
+            return _nan_lists(len(i), min(k, self._seen.shape[1] - 1))
+        if ann is None:
             raise NotImplementedError(f"{self.name} has no item vectors for similar_items")
-        emb = torch.nn.functional.normalize(emb.detach().float(), dim=1)  # (I, D)
-        sims = emb[torch.as_tensor(i, device=emb.device)] @ emb.T  # (B, I)
-        sims[torch.arange(len(i)), torch.as_tensor(i)] = float("-inf")
-        top = torch.topk(sims, min(k, sims.shape[1] - 1), dim=1)
-        return top.indices.cpu().numpy(), top.values.cpu().numpy()
+        return ann.search(ann.vectors[i], min(k, len(ann) - 1), exclude=i)
+
+    def _ann_index(self, side: str, config: AnnConfig) -> AnnIndex | None:
+        """The faiss index over the network's `side` ("item_embeddings" / "retrieval_items"), or None
+        when the family has none; cached until a parameter or buffer changes or the config does."""
+        net = self._require_fitted()
+        key = (side, config, id(net), tuple((t.data_ptr(), t._version) for t in [*net.parameters(), *net.buffers()]))
+        cached = self._ann_cache.get(side)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        vectors = getattr(net, side)()
+        if vectors is None:
+            return None
+        ann = AnnIndex(vectors, config, what=f"{self.name} {side.replace('_', ' ')}")
+        self._ann_cache[side] = (key, ann)
+        return ann
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> None:
@@ -355,6 +397,11 @@ class Recommender:
             rec.history = History.from_dict(meta["history"])
         rec.fit_seconds = meta.get("fit_seconds")
         return rec
+
+
+def _nan_lists(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(-1 indices, NaN scores) of shape (n_queries, k): the lists of a model with broken vectors."""
+    return np.full((n_queries, k), -1, dtype=np.int64), np.full((n_queries, k), np.nan, dtype=np.float32)
 
 
 def _to_device(content: Any, device: torch.device) -> Any:

@@ -29,9 +29,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from recforge.data.interactions import InteractionData
+from recforge.encoders.ann import AnnConfig
 from recforge.evaluation.metrics import hits, ranking_metrics
-from recforge.models.features.youtube_ranking import DEFAULT_EVENT_WEIGHTS, engagement_weights, weighted_logistic_loss
 from recforge.models.registry import get_family
+from recforge.training.engagement import DEFAULT_EVENT_WEIGHTS, engagement_weights, weighted_logistic_loss
 from recforge.training.recommender import Recommender
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ class TwoStageConfig(BaseModel):
     event_weights: dict[str, float] = DEFAULT_EVENT_WEIGHTS
     ks: tuple[int, ...] = (10,)
     batch_size: int = Field(1024, ge=1)
+    # retrieval of factored retrievers (bpr, als, mf, gmf, youtube_candidates) through faiss:
+    # exact flat by default, ivf / hnsw for large catalogues; other retrievers score every item
+    index: AnnConfig = AnnConfig()
 
     def n_for(self, retriever: str) -> int:
         """The most candidates any chain asks of `retriever` (0 when none does)."""
@@ -100,8 +104,11 @@ def head_tail(train: InteractionData, label_fraction: float) -> tuple[Interactio
 
 
 # -------------------------------------------------------------------------------- candidates
-def generate_candidates(retriever: Recommender, users: np.ndarray, n: int, batch_size: int = 1024) -> pd.DataFrame:
-    """The retriever's top-`n` unseen items for each of `users`: user_idx, rank, item_idx, score.
+def generate_candidates(
+    retriever: Recommender, users: np.ndarray, n: int, batch_size: int = 1024, index: AnnConfig | None = None,
+) -> pd.DataFrame:
+    """The retriever's top-`n` unseen items for each of `users`: user_idx, rank, item_idx, score,
+    through the faiss `index` when the retriever's scores factor (`Recommender.recommend`).
 
     `n` larger than the catalogue is refused. A user with fewer than `n` unseen items gets only
     those; one with none gets no rows (counted by `evaluate_chain`). NaN scores are refused,
@@ -116,7 +123,7 @@ def generate_candidates(retriever: Recommender, users: np.ndarray, n: int, batch
     parts = []
     for start in range(0, len(users), batch_size):
         u = users[start : start + batch_size]
-        idx, sc = retriever.recommend(u, k=n, filter_already_liked_items=True)  # (B, n)
+        idx, sc = retriever.recommend(u, k=n, filter_already_liked_items=True, index=index)  # (B, n)
         bad = np.isnan(sc).any(axis=1)
         if bad.any():
             raise ValueError(
@@ -175,7 +182,7 @@ def training_candidates(
     users = np.unique(tail.user_idx)
     weights = (engagement_weights(tail, config.event_weights) if config.weighting == "engagement"
                else np.ones(len(tail), dtype=np.float32))
-    cands = label_candidates(generate_candidates(copy, users, n, config.batch_size), tail, weights)
+    cands = label_candidates(generate_candidates(copy, users, n, config.batch_size, config.index), tail, weights)
     logger.info("two_stage: %s proposed %d candidates for %d tail users (%.1f%% positive)",
                 retriever.name, len(cands), len(users), 100 * cands["label"].mean() if len(cands) else 0.0)
     return cands, head
@@ -310,12 +317,14 @@ def evaluate_chain(
     }
 
 
-def candidates_for(retriever: Recommender, test: InteractionData, n: int, batch_size: int = 1024) -> tuple[pd.DataFrame, float]:
+def candidates_for(
+    retriever: Recommender, test: InteractionData, n: int, batch_size: int = 1024, index: AnnConfig | None = None,
+) -> tuple[pd.DataFrame, float]:
     """The trained retriever's candidates for the users of `test` (unlabelled) and the
     retrieval seconds per user."""
     users = np.unique(test.user_idx)
     started = time.perf_counter()
-    cands = generate_candidates(retriever, users, n, batch_size)
+    cands = generate_candidates(retriever, users, n, batch_size, index)
     seconds = (time.perf_counter() - started) / max(len(users), 1)
     cands["label"] = np.float32(np.nan)
     cands["weight"] = np.float32(np.nan)

@@ -86,6 +86,12 @@ class ALS(RecommenderNetwork):
     def item_embeddings(self) -> torch.Tensor:
         return self.item.weight
 
+    def retrieval_items(self) -> torch.Tensor:
+        return self.item.weight
+
+    def retrieval_users(self, user: torch.Tensor) -> torch.Tensor:
+        return self.user(user)
+
 
 # ------------------------------------------------------------------------------ the solves
 def csr_tensor(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:

@@ -47,6 +47,13 @@ class BPRMF(RecommenderNetwork):
     def item_embeddings(self) -> torch.Tensor:
         return self.item.weight
 
+    def retrieval_items(self) -> torch.Tensor:
+        return torch.cat([self.item.weight, self.item_bias.weight], dim=1)  # (I, D + 1)
+
+    def retrieval_users(self, user: torch.Tensor) -> torch.Tensor:
+        p = self.user(user)
+        return torch.cat([p, torch.ones_like(p[:, :1])], dim=1)  # (B, D + 1)
+
 
 def build(config: BPRConfig, train, item_vectors=None) -> BPRMF:
     net = BPRMF(train.n_users, train.n_items, config.dim, config.sparse)

@@ -49,6 +49,14 @@ class GMF(RecommenderNetwork):
     def item_embeddings(self) -> torch.Tensor:
         return self.item.weight
 
+    def retrieval_items(self) -> torch.Tensor:
+        q = self.item.weight
+        return torch.cat([q, torch.ones_like(q[:, :1])], dim=1)  # (I, D + 1)
+
+    def retrieval_users(self, user: torch.Tensor) -> torch.Tensor:
+        ph = self.user(user) * self.predict.weight[0]  # (B, D): hᵀ(p ⊙ q) = (p ⊙ h) · q
+        return torch.cat([ph, self.predict.bias.expand(len(ph), 1)], dim=1)
+
 
 def build(config: GMFConfig, train, item_vectors=None) -> GMF:
     net = GMF(train.n_users, train.n_items, config.dim)

@@ -56,6 +56,14 @@ class BiasedMF(RecommenderNetwork):
     def item_embeddings(self) -> torch.Tensor:
         return self.item.weight
 
+    def retrieval_items(self) -> torch.Tensor:
+        q = self.item.weight
+        return torch.cat([q, self.item_bias.weight, torch.ones_like(q[:, :1])], dim=1)  # (I, D + 2)
+
+    def retrieval_users(self, user: torch.Tensor) -> torch.Tensor:
+        p = self.user(user)  # the last column carries the user's constant: mean + user bias
+        return torch.cat([p, torch.ones_like(p[:, :1]), self.global_mean + self.user_bias(user)], dim=1)
+
 
 def build(config: MFConfig, train, item_vectors=None) -> BiasedMF:
     mean = float(train.value.mean()) if len(train) else 0.0

@@ -147,6 +147,13 @@ class YouTubeCandidates(RecommenderNetwork):
     def item_embeddings(self) -> torch.Tensor:
         return self.item.weight
 
+    def retrieval_items(self) -> torch.Tensor:
+        return torch.cat([self.item.weight, self.item_bias[:, None]], dim=1)  # (I, D + 1)
+
+    def retrieval_users(self, user: torch.Tensor) -> torch.Tensor:
+        u = self.user_vectors(user)
+        return torch.cat([u, torch.ones_like(u[:, :1])], dim=1)  # (B, D + 1)
+
 
 def build(config: YouTubeCandidatesConfig, train, item_vectors=None) -> YouTubeCandidates:
     net = YouTubeCandidates(train.n_users, train.n_items, config)

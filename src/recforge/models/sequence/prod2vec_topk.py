@@ -10,8 +10,9 @@ as every other. A user's scores are
 
 over the user's last `last_items` training items (j = 0 the most recent), kept in a buffer at build
 time so `score_all(user, history)` needs nothing else. Users without training items fall back to
-popularity. With `index: lsh`, only the candidates of a random-hyperplane LSH index
-(`encoders.ann`) are scored — for catalogues too large to score every item; the rest rank last.
+popularity. With `index: ivf` or `index: hnsw`, only the `candidates` nearest items of the query
+vector in a faiss index over the normalised item table (`encoders.ann`) are scored — for
+catalogues too large to score every item; the rest rank last.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from recforge.encoders.ann import RandomHyperplaneLSH
+from recforge.encoders.ann import AnnConfig, AnnIndex
 from recforge.encoders.prod2vec import item_examples
 from recforge.encoders.sequences import SequenceConfig, build_corpus, last_items
 from recforge.encoders.word2vec import SkipGram, Word2VecConfig, epoch_batches, noise_distribution, skipgram_loss
@@ -43,10 +44,8 @@ class Prod2VecTopKConfig(ModelConfig):
     sequences: SequenceConfig = SequenceConfig()
     last_items: int = Field(1, ge=1, description="how many of the user's last items vote")
     recency_decay: float = Field(1.0, gt=0, le=1, description="weight of the j-th most recent: decay^j")
-    index: Literal["exact", "lsh"] = "exact"
-    candidates: int = Field(200, ge=1, description="LSH: neighbours scored per query item")
-    lsh_bits: int = Field(12, ge=1, le=62)
-    lsh_tables: int = Field(8, ge=1)
+    index: Literal["exact", "ivf", "hnsw"] = "exact"
+    candidates: int = Field(200, ge=1, description="ivf / hnsw: nearest items scored per user")
     sparse: bool = False
     freeze_item_vectors: bool = False
 
@@ -73,7 +72,7 @@ class Prod2VecTopK(RecommenderNetwork):
         # they neither vote nor rank
         self.register_buffer("usable", torch.as_tensor(usable, dtype=torch.bool))  # (I,)
         self.corpus = None  # set by build; not state: a loaded model only scores
-        self._index: tuple[tuple[int, int], RandomHyperplaneLSH] | None = None
+        self._index: tuple[tuple[int, int, str], AnnIndex] | None = None
 
     def item_embeddings(self) -> torch.Tensor:
         return self.skipgram.input.weight
@@ -98,22 +97,21 @@ class Prod2VecTopK(RecommenderNetwork):
 
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         table, query, known = self._query(user)
-        if self.config.index == "lsh":
-            scores = self._lsh_scores(table, query)
+        if self.config.index != "exact":
+            scores = self._ann_scores(table, query)
         else:
             scores = query @ table.T  # (B, I)
         scores = scores.masked_fill(~self.usable, self._floor())
         return torch.where(known[:, None], scores, self.log_popularity.expand(len(user), -1))
 
-    def _lsh_scores(self, table: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    def _ann_scores(self, table: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         weight = self.skipgram.input.weight
-        key = (weight.data_ptr(), weight._version)  # rebuild only when the vectors changed
+        key = (weight.data_ptr(), weight._version, self.config.index)  # rebuild when the vectors change
         if self._index is None or self._index[0] != key:
-            lsh = RandomHyperplaneLSH(table, self.config.lsh_bits, self.config.lsh_tables, seed=0)
-            self._index = (key, lsh)
-        lsh = self._index[1]
+            index = AnnIndex(table, AnnConfig(kind=self.config.index), what="prod2vec_topk item vectors")
+            self._index = (key, index)
         k = min(self.config.candidates, self.n_items)
-        idx, _ = lsh.query(query.detach().cpu().numpy(), k)  # (B, k) candidates, -1 if none
+        idx, _ = self._index[1].search(query, k)  # (B, k) candidates, -1 if none
         idx_t = torch.as_tensor(idx, device=table.device)
         ok = idx_t >= 0
         cand = idx_t.clamp_min(0)

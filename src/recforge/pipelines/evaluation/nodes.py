@@ -7,7 +7,7 @@ import pandas as pd
 from recforge.data.errors import DataError
 
 from recforge.data.interactions import InteractionData
-from recforge.evaluation.cold_start import cold_start_flat, cold_start_leaderboard, cold_start_markdown
+from recforge.evaluation.cold_start_report import cold_start_flat, cold_start_leaderboard, cold_start_markdown
 from recforge.evaluation.report import (
     EvaluationConfig,
     build_leaderboard,

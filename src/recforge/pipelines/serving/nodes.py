@@ -12,7 +12,7 @@ def export_lists(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Top-`k` unseen items for every user, top-`similar_k` similar items for every item (an
     empty table when the family has no item vectors), and a summary of both exports."""
-    recs = export_recommendations(model, user_map, item_map, serving.k, serving.batch_size)
-    similar = export_similar_items(model, item_map, serving.similar_k, serving.batch_size)
+    recs = export_recommendations(model, user_map, item_map, serving.k, serving.batch_size, serving.index)
+    similar = export_similar_items(model, item_map, serving.similar_k, serving.batch_size, serving.index)
     summary = {"recommendations": recs.summary.to_dict(), "similar_items": similar.summary.to_dict()}
     return recs.table, similar.table, summary

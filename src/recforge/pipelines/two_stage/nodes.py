@@ -43,7 +43,7 @@ def generate_candidates(
     train_data = _data(train, user_map, item_map, "train")
     labelled, _ = two_stage.training_candidates(model, train_data, n, two_stage_config)
     served, seconds = two_stage.candidates_for(model, _data(test, user_map, item_map, "test"), n,
-                                                two_stage_config.batch_size)
+                                                two_stage_config.batch_size, two_stage_config.index)
     frame = pd.concat([_with_ids(labelled, "train", user_map, item_map),
                        _with_ids(served, "test", user_map, item_map)], ignore_index=True)
     return frame, {"retriever": model.name, "n": n, "retrieval_seconds_per_user": seconds}
