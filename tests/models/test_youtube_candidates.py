@@ -149,3 +149,71 @@ def test_cold_users_are_scored_from_their_fold_in_history(trained, shop):
     empty = rec.cold_user_score_fn()(torch.zeros(2, train.n_items))
     torch.testing.assert_close(empty[0], empty[1])
     assert not torch.allclose(cold[0], empty[0])
+
+
+# ------------------------------------------------------------ §3.3: text tokens and demographics
+def _maps(n_users: int, n_items: int) -> tuple:
+    import pandas as pd
+
+    users = pd.DataFrame({"user_id": [f"u{i}" for i in range(n_users)], "user_idx": range(n_users)})
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)], "item_idx": range(n_items)})
+    return users, items
+
+
+def test_item_content_hashes_the_words_and_codes_every_users_column():
+    import pandas as pd
+
+    user_map, item_map = _maps(4, 3)
+    items = pd.DataFrame({"item_id": ["i0", "i1"], "title": ["Red shoe", "Blue hat"], "text": ["red red", None]})
+    users = pd.DataFrame({"user_id": ["u0", "u1", "u2"], "country": ["FR", "GB", None],
+                          "age": [18.0, 70.0, float("nan")]})  # u3 is missing from the table
+    side = yc.item_content(items, users, user_map, item_map)
+    words = side.words
+    assert words.shape[0] == 3 and (words[0] > 0).sum() == 4 and (words[1] > 0).sum() == 2
+    assert (words[2] == 0).all()  # i2 has no row in the items table: no words
+    assert words[0, 0] == words[0, 2] == words[0, 3]  # "red" hashes to one id
+    demo = side.demographics
+    assert demo.shape == (4, 2) and side.sizes.tolist()[0] == 3  # FR, GB + unknown
+    assert demo[0, 0] != demo[1, 0] and demo[2, 0] == 0 and (demo[3] == 0).all()
+    assert demo[0, 1] != demo[1, 1] and demo[0, 1] > 0 and demo[2, 1] == 0  # numbers in quantile buckets
+    empty = yc.item_content(items[["item_id"]], users[["user_id"]], user_map, item_map)
+    assert (empty.words == 0).all() and empty.demographics.shape == (4, 0)
+
+
+def test_demographics_alone_rank_a_groups_items_and_the_side_round_trips(tmp_path):
+    """Two groups of users (a users column), each interacting only with its half of the catalogue:
+    with an empty history, u comes from the demographics, and puts the user's half on top."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, per_user = 200, 20, 3
+    group = np.arange(n_users) % 2
+    user_idx = np.repeat(np.arange(n_users), per_user)
+    item_idx = group[user_idx] * 10 + rng.integers(0, 10, size=len(user_idx))
+    ts = np.tile(np.arange(per_user), n_users) + 10 * user_idx
+    train = InteractionData(user_idx=user_idx, item_idx=item_idx, value=np.ones(len(user_idx), np.float32),
+                            timestamp=ts, n_users=n_users, n_items=n_items)  # fmt: skip
+    user_map, item_map = _maps(n_users, n_items)
+    users = pd.DataFrame({"user_id": user_map["user_id"], "segment": np.where(group == 0, "a", "b")})
+    items = pd.DataFrame({"item_id": item_map["item_id"], "title": [f"w{i // 10} x{i}" for i in range(n_items)]})
+    side = yc.item_content(items, users, user_map, item_map)
+    rec = Recommender("youtube_candidates", {**SMALL, "text_dim": 8, "demographic_dim": 4},
+                      {**TRAIN, "epochs": 30, "batch_size": 128})  # fmt: skip
+    rec.fit(train, item_vectors=side)
+    net = rec.network
+    assert net.use_text and net.use_demographics
+    with torch.no_grad():
+        empty = torch.full((n_users, SMALL["max_history"]), yc.PAD)
+        top = net.logits(net.encode(empty, user=torch.arange(n_users))).topk(5).indices  # (U, 5)
+    assert ((top // 10) == torch.as_tensor(group)[:, None]).float().mean() > 0.9
+    rec.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m")
+    assert loaded.network.use_text and loaded.network.use_demographics
+    np.testing.assert_allclose(loaded.score(np.arange(10)), rec.score(np.arange(10)), rtol=1e-5, atol=1e-6)
+    # a cold user (not in the users table) folds in from history and words, demographics unknown
+    history = torch.zeros(2, n_items)
+    history[0, :3] = 1.0
+    history[1, 12:15] = 1.0
+    with torch.no_grad():
+        cold_top = net.score_cold_users(history).topk(5).indices
+    assert (cold_top[0] < 10).float().mean() > 0.5 and (cold_top[1] >= 10).float().mean() > 0.5

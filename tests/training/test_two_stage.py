@@ -203,3 +203,28 @@ def test_a_ranker_on_an_untrained_retriever_names_it(shop, tmp_path):
     chains = (ChainConfig(retriever="bpr", ranker="gmf", n=40),)
     with pytest.raises(DatasetError, match=r"no trained model at .*bpr.*--namespaces bpr"):
         SequentialRunner().run(create_pipeline(chains=chains), _catalog(shop, tmp_path, trained=False))
+
+
+def test_a_content_retriever_is_refitted_on_the_head_with_its_item_side(shop):
+    """youtube_candidates reads the items' words and the users' attributes: the head refit gets
+    the same item side (through the faiss index: the factored scores retrieve exactly)."""
+    from recforge.models.cf import youtube_candidates as yc
+
+    s, train = shop["split"], shop["train"]
+    raw = generate_shop(ShopConfig(preset="tiny", n_users=300, n_items=150, n_sessions=2400))
+    side = yc.item_content(raw.items, raw.users, s.user_map.to_frame(), s.item_map.to_frame())
+    model = {"dim": 16, "embedding_dim": 16, "layers": [32], "max_history": 10, "text_dim": 8}
+    retriever = Recommender("youtube_candidates", model, {"epochs": 2, "batch_size": 256, "device": "cpu"})
+    retriever.fit(train, item_vectors=side)
+    conf = TwoStageConfig(label_fraction=0.2)
+    cands, head = ts.training_candidates(retriever, train, 20, conf, item_vectors=side)
+    assert len(cands) and (cands.groupby("user_idx").size() <= 20).all()
+    copy = ts.refit_on_head(retriever, head, side)
+    assert copy.network.use_text and copy.network.use_demographics
+    exact, _ = retriever.recommend(np.arange(20), k=20)
+    faiss_top, _ = retriever.recommend(np.arange(20), k=20, index=conf.index)
+    assert np.mean(exact == faiss_top) > 0.95
+    neumf = Recommender("neumf", {"pretrain": True})
+    neumf.network, neumf._seen = shop["retriever"].network, train.csr
+    with pytest.raises(ValueError, match="starts from other trained models"):
+        ts.refit_on_head(neumf, head)

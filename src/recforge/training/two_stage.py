@@ -159,26 +159,28 @@ def label_candidates(candidates: pd.DataFrame, labels: InteractionData, weights:
     return out
 
 
-def refit_on_head(retriever: Recommender, head: InteractionData) -> Recommender:
-    """A copy of the trained retriever, refitted on the head with its own configs."""
-    fam = retriever.family
-    if fam.item_content is not None or fam.fields is not None or fam.warm_start_from:
+def refit_on_head(retriever: Recommender, head: InteractionData, item_vectors: Any = None) -> Recommender:
+    """A copy of the trained retriever, refitted on the head with its own configs and its item
+    side (`item_vectors`: what its training received — vector tables, item content such as
+    youtube_candidates' words and demographics, feature tables)."""
+    if retriever.family.warm_start_from and getattr(retriever.config, "pretrain", False):
         raise ValueError(
-            f"two_stage: retriever {retriever.name!r} reads upstream inputs (content, feature tables or "
-            "other trained models), which the head refit does not pass; choose a retriever that "
-            "trains from interactions alone (bpr, als, sasrec, youtube_candidates ...)"
+            f"two_stage: retriever {retriever.name!r} starts from other trained models "
+            f"({', '.join(retriever.family.warm_start_from)}), which the head refit does not have; "
+            "set its `pretrain: false` or choose another retriever (bpr, als, sasrec, youtube_candidates ...)"
         )
     copy = Recommender(retriever.name, retriever.config, retriever.train_config)
-    copy.fit(head)
+    copy.fit(head, item_vectors=item_vectors)
     return copy
 
 
 def training_candidates(
-    retriever: Recommender, train: InteractionData, n: int, config: TwoStageConfig
+    retriever: Recommender, train: InteractionData, n: int, config: TwoStageConfig, item_vectors: Any = None,
 ) -> tuple[pd.DataFrame, InteractionData]:
-    """Labelled candidates for the ranker (split "train") and the head it is built on."""
+    """Labelled candidates for the ranker (split "train") and the head it is built on;
+    `item_vectors`: the retriever's item side, for its refit on the head."""
     head, tail = head_tail(train, config.label_fraction)
-    copy = refit_on_head(retriever, head)
+    copy = refit_on_head(retriever, head, item_vectors)
     users = np.unique(tail.user_idx)
     weights = (engagement_weights(tail, config.event_weights) if config.weighting == "engagement"
                else np.ones(len(tail), dtype=np.float32))

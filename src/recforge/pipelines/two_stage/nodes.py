@@ -32,7 +32,7 @@ def _with_ids(cands: pd.DataFrame, split: str, user_map: pd.DataFrame, item_map:
 
 def generate_candidates(
     model: Recommender, train: pd.DataFrame, test: pd.DataFrame, user_map: pd.DataFrame,
-    item_map: pd.DataFrame, two_stage_config: TwoStageConfig,
+    item_map: pd.DataFrame, two_stage_config: TwoStageConfig, *upstream: Any,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The retriever's candidates (data/05_model_input/candidates/<retriever>/): split "train"
     (a head-refitted copy's top-N for the training tail, labelled) and "test" (the trained
@@ -41,7 +41,8 @@ def generate_candidates(
     if n == 0:
         raise ValueError(f"two_stage: no chain in params:two_stage.chains uses retriever {model.name!r}")
     train_data = _data(train, user_map, item_map, "train")
-    labelled, _ = two_stage.training_candidates(model, train_data, n, two_stage_config)
+    vectors, _ = item_side(model.family, model.config, list(upstream), item_map, ITEM_VECTORS.get(model.name, ()))
+    labelled, _ = two_stage.training_candidates(model, train_data, n, two_stage_config, vectors)
     served, seconds = two_stage.candidates_for(model, _data(test, user_map, item_map, "test"), n,
                                                 two_stage_config.batch_size, two_stage_config.index)
     frame = pd.concat([_with_ids(labelled, "train", user_map, item_map),

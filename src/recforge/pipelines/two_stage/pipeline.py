@@ -52,16 +52,22 @@ def create_pipeline(chains: tuple[ChainConfig, ...] | None = None, **kwargs) -> 
         return _create(declared_chains() if chains is None else chains)
 
 
+def _side(family: str) -> list[str]:
+    """The datasets of `family`'s item side (vector tables, item content, feature tables), as
+    its training node reads them (trained models to start from excluded)."""
+    return [v for k, v in upstream(family).items() if not k.endswith("_model")]
+
+
 def _create(chains: tuple[ChainConfig, ...]) -> Pipeline:
     retrievers = list(dict.fromkeys(c.retriever for c in chains))
     nodes = [
         Node(generate_candidates,
-             inputs=[f"{r}.model", "train", "test", "user_map", "item_map", "params:two_stage"],
+             inputs=[f"{r}.model", "train", "test", "user_map", "item_map", "params:two_stage", *_side(r)],
              outputs=[f"{r}.candidates", f"{r}.candidate_stats"], name="generate_candidates", namespace=r)
         for r in retrievers
     ]
     for c in chains:
-        side = [v for k, v in upstream(c.ranker).items() if not k.endswith("_model")]
+        side = _side(c.ranker)
         nodes += [
             Node(make_fit_ranker(c.name),
                  inputs=[f"{c.retriever}.candidates", "train", "user_map", "item_map", "params:two_stage",
