@@ -4,7 +4,8 @@
 default run stays inside its time budget; `--pipelines tuning` tunes every tunable family.
 `ctr` (click models on the impression log) runs on its own: `kedro run --pipelines ctr`; not every
 source has an impression log (MovieLens, the session datasets), and a pipeline's shape never
-depends on the env.
+depends on the env. `two_stage_tuning` (a study per retriever -> ranker chain) runs on its own
+too, like the studies `--pipelines tuning` runs beyond `DEFAULT_TUNED`.
 """
 
 from kedro.framework.project import find_pipelines
@@ -13,7 +14,7 @@ from kedro.pipeline import Pipeline
 from recforge.pipelines.tuning.pipeline import DEFAULT_TUNED
 
 TUNING_PIPELINES = ("tuning", "tuned")
-OWN_RUN = ("ctr",)
+OWN_RUN = ("ctr", "two_stage_tuning")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

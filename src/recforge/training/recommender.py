@@ -285,7 +285,8 @@ class Recommender:
         """Top-k item indices and scores per user: ((B, k), (B, k)).
 
         With `index` (an `encoders.ann.AnnConfig`, inner product) and a family whose scores
-        factor (`retrieval_items()` is not None: bpr, mf, als, gmf, youtube_candidates), the top k
+        factor (`retrieval_items()` is not None: bpr, mf, als, gmf, youtube_candidates and the causal
+        next-item families sasrec, narm, tcn, cnn3d), the top k
         come from a faiss index over the item factors, seen items skipped inside the search, so
         the catalogue is never scored densely; -1 / -inf pad a user with fewer unseen items.
         Other families score every item, as without `index`. Non-finite factors (a diverged fit)

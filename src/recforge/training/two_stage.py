@@ -68,7 +68,7 @@ class TwoStageConfig(BaseModel):
     event_weights: dict[str, float] = DEFAULT_EVENT_WEIGHTS
     ks: tuple[int, ...] = (10,)
     batch_size: int = Field(1024, ge=1)
-    # retrieval of factored retrievers (bpr, als, mf, gmf, youtube_candidates) through faiss:
+    # retrieval of factored retrievers (bpr, als, mf, gmf, youtube_candidates, sasrec, narm, tcn, cnn3d) via faiss:
     # exact flat by default, ivf / hnsw for large catalogues; other retrievers score every item
     index: AnnConfig = AnnConfig()
 

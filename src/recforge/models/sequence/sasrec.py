@@ -181,6 +181,16 @@ class NextItemNetwork(SequenceNetwork):
     def item_embeddings(self) -> torch.Tensor:
         return self.item.weight
 
+    def retrieval_items(self) -> torch.Tensor:
+        w = self.item.weight
+        bias = torch.zeros_like(w[:, :1]) if self.item_bias is None else self.item_bias[:, None]
+        return torch.cat([w, bias], dim=1)  # (I, D + 1)
+
+    def retrieval_users(self, user: torch.Tensor) -> torch.Tensor:
+        aligned, lengths = left_align(self.user_sequence[user][:, -self.max_len :])
+        h = self.encode_last(aligned, lengths)  # (B, D): the last position's output
+        return torch.cat([h, torch.ones_like(h[:, :1])], dim=1)  # (B, D + 1)
+
 
 def masked_items(items: torch.Tensor) -> torch.Tensor:
     """PAD (-1) -> 0 so that an embedding lookup works; outputs at PAD positions are never read."""
