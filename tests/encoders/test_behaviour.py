@@ -1,4 +1,4 @@
-"""Behaviour encoders (prod2vec, meta-prod2vec, user2vec), the torch skip-gram engine, LSH, the
+"""Behaviour encoders (prod2vec, meta-prod2vec, user2vec), the torch skip-gram engine, the
 vector-table helpers and the `prod2vec_topk` family, on the synthetic shop whose answer is known."""
 
 from __future__ import annotations

@@ -170,8 +170,8 @@ def _exclusions(exclude, n_queries: int, n: int) -> sp.csr_matrix | None:
             raise ValueError(f"exclude has shape {m.shape}, expected (queries, rows) = ({n_queries}, {n})")
         m = m.copy()
         m.sum_duplicates()  # a repeated entry would count twice in the per-query exclusion counts
+        m.eliminate_zeros()  # a stored zero excludes nothing
         m.data[:] = 1
-        m.eliminate_zeros()
         return m
     rows = np.asarray(exclude, dtype=np.int64)
     if rows.shape != (n_queries,):
