@@ -228,3 +228,17 @@ def test_a_content_retriever_is_refitted_on_the_head_with_its_item_side(shop):
     neumf.network, neumf._seen = shop["retriever"].network, train.csr
     with pytest.raises(ValueError, match="starts from other trained models"):
         ts.refit_on_head(neumf, head)
+
+
+def test_a_retriever_trained_with_early_stopping_refits_on_the_head_for_its_best_epochs(shop):
+    """The head has no validation split: the refit keeps the epochs the trained retriever kept."""
+    s, train = shop["split"], shop["train"]
+    valid = InteractionData.from_frame(s.valid, len(s.user_map), len(s.item_map))
+    retriever = Recommender("bpr", {"dim": 16}, {"epochs": 6, "batch_size": 512, "lr": 0.02, "device": "cpu",
+                                                 "early_stopping_metric": "ndcg@10", "patience": 2})  # fmt: skip
+    retriever.fit(train, valid)
+    config = ts.head_train_config(retriever)
+    assert config.early_stopping_metric is None and config.epochs == retriever.history.best_epoch + 1
+    cands, head = ts.training_candidates(retriever, train, 20, TwoStageConfig())
+    assert len(cands) and cands["label"].sum() > 0
+    assert ts.refit_on_head(retriever, head).history.epochs == config.epochs

@@ -32,6 +32,7 @@ from recforge.data.interactions import InteractionData
 from recforge.encoders.ann import AnnConfig
 from recforge.evaluation.metrics import hits, ranking_metrics
 from recforge.models.registry import get_family
+from recforge.training.config import TrainConfig
 from recforge.training.engagement import DEFAULT_EVENT_WEIGHTS, engagement_weights, weighted_logistic_loss
 from recforge.training.recommender import Recommender
 
@@ -169,9 +170,24 @@ def refit_on_head(retriever: Recommender, head: InteractionData, item_vectors: A
             f"({', '.join(retriever.family.warm_start_from)}), which the head refit does not have; "
             "set its `pretrain: false` or choose another retriever (bpr, als, sasrec, youtube_candidates ...)"
         )
-    copy = Recommender(retriever.name, retriever.config, retriever.train_config)
+    copy = Recommender(retriever.name, retriever.config, head_train_config(retriever))
     copy.fit(head, item_vectors=item_vectors)
     return copy
+
+
+def head_train_config(retriever: Recommender) -> TrainConfig:
+    """The retriever's training config for its head refit: there is no validation split there to
+    stop on, so early stopping is off and the refit runs as many epochs as the trained retriever
+    kept (its best epoch + 1, or the epochs it ran)."""
+    config = retriever.train_config
+    if config.early_stopping_metric is None:
+        return config
+    history = retriever.history
+    if history is not None and history.epochs:
+        epochs = (history.best_epoch if history.best_epoch is not None else history.epochs - 1) + 1
+    else:
+        epochs = config.epochs
+    return config.model_copy(update={"early_stopping_metric": None, "epochs": max(1, epochs)})
 
 
 def training_candidates(
