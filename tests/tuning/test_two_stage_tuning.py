@@ -90,6 +90,7 @@ def test_a_chain_study_tunes_n_with_the_ranker_on_valid(shop, tmp_path, monkeypa
     md = tts.chain_trials_markdown(result, table)
     assert md.startswith("# Two-stage tuning: bpr__gmf") and f"best N (candidates per user): {best['n']}" in md
     assert "| number | state |" in md
+    assert all(line.startswith(("#", "-", "|")) or not line for line in md.splitlines())  # one item per line
 
     # resuming the study adds trials to it
     again = tts.tune_chain(plan, shop["retriever"], shop["train"], shop["valid"],

@@ -371,7 +371,7 @@ def chain_trials_markdown(result: ChainTuningResult, table: pd.DataFrame) -> str
         f"- paste into `two_stage.chains` (conf/base/parameters_two_stage.yml): "
         f"`{json.dumps(best['two_stage_chain'])}`",
     ]
-    return "\n".join(lines) + rest.removeprefix("\n")
+    return "\n".join(lines) + "\n" + rest.removeprefix("\n")
 
 
 def _fmt(v: float | None) -> str:
