@@ -54,8 +54,8 @@ EXPORT_K = 10
 
 # ------------------------------------------------------------------------------------- data
 def load(dataset: str, ml100k: Path):
-    """(train, test InteractionData, user_map, item_map frames, items table) under the
-    project's split (conf/base/parameters_splitting.yml)."""
+    """(train, test InteractionData, user_map, item_map frames, {items, users, impressions}
+    tables) under the project's split (conf/base/parameters_splitting.yml)."""
     import yaml
 
     from recforge.data.filters import filter_interactions
@@ -65,12 +65,15 @@ def load(dataset: str, ml100k: Path):
     if dataset in ("ml100k", "ml100k-random"):
         from recforge.data.movielens import MovieLensConfig, load_movielens100k
 
-        interactions, items, _ = load_movielens100k(MovieLensConfig(raw_dir=ml100k, download=False))
+        import pandas as pd
+
+        interactions, items, users = load_movielens100k(MovieLensConfig(raw_dir=ml100k, download=False))
+        impressions = pd.DataFrame()  # MovieLens has no impression log
     elif dataset == "large":
         from recforge.data.synthetic import ShopConfig, generate_shop
 
         shop = generate_shop(ShopConfig(preset="large", with_media=False))
-        interactions, items = shop.interactions, shop.items
+        interactions, items, users, impressions = shop.interactions, shop.items, shop.users, shop.impressions
     else:
         raise ValueError(f"--datasets: unknown dataset {dataset!r}; choose from {list(DATASETS)}")
     if dataset == "ml100k-random":  # bench_families.py's split of ML-100K: every user is a test user
@@ -82,7 +85,8 @@ def load(dataset: str, ml100k: Path):
     nu, ni = len(s.user_map), len(s.item_map)
     train = InteractionData.from_frame(s.train, nu, ni, name="train")
     test = InteractionData.from_frame(s.test, nu, ni, name="test")
-    return train, test, s.user_map.to_frame(), s.item_map.to_frame(), items, config
+    tables = {"items": items, "users": users, "impressions": impressions, "user_map": s.user_map.to_frame()}
+    return train, test, s.user_map.to_frame(), s.item_map.to_frame(), tables, config
 
 
 def family_params(family: str, epochs: dict[str, int]) -> tuple[dict, dict]:
@@ -139,7 +143,13 @@ def run_dataset(args) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     epochs = parse_epochs(args.epochs, args.dataset)
     t = time.perf_counter()
-    train, test, user_map, item_map, items, split = load(args.dataset, args.ml100k)
+    train, test, user_map, item_map, tables, split = load(args.dataset, args.ml100k)
+
+    def side(family: str, model: dict) -> Any:  # the item side the training pipeline hands `family`
+        fam = get_family(family)
+        datasets = [tables[d] for d in fam.content_inputs] if fam.item_content else []
+        return item_side(fam, fam.config.model_validate(model), datasets, item_map)[0]
+
     out: dict[str, Any] = {
         "dataset": args.dataset, "split": split.model_dump(), "load_s": time.perf_counter() - t,
         "n_users": train.n_users, "n_items": train.n_items, "train_rows": len(train), "test_rows": len(test),
@@ -154,10 +164,11 @@ def run_dataset(args) -> dict[str, Any]:
     for r_name in args.retrievers:
         model, training = family_params(r_name, epochs)
         retriever = Recommender(r_name, model, {**training, "device": "cpu", "seed": 0})
-        retriever.fit(train)
+        r_side = side(r_name, model)
+        retriever.fit(train, item_vectors=r_side)
         export = export_recommendations(retriever, user_map, item_map, EXPORT_K)
         t = time.perf_counter()
-        labelled, head = ts.training_candidates(retriever, train, n_max, conf)
+        labelled, head = ts.training_candidates(retriever, train, n_max, conf, r_side)
         head_s = time.perf_counter() - t
         served = {n: ts.candidates_for(retriever, test, n, conf.batch_size) for n in args.ns}
         row = {"retriever": r_name, "model": model, "training": training, "epochs": retriever.history.epochs,
@@ -170,8 +181,7 @@ def run_dataset(args) -> dict[str, Any]:
         for k_name in args.rankers:
             fam = get_family(k_name)
             k_model, k_training = family_params(k_name, epochs)
-            vectors, _ = item_side(fam, fam.config.model_validate(k_model), [items] if fam.item_content else [],
-                                   item_map)  # fmt: skip
+            vectors = side(k_name, k_model)
             rankers = {}
             for n in train_ns:
                 t = time.perf_counter()

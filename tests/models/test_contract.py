@@ -118,7 +118,7 @@ def shop_splits():
     # content2vec's output table
     tables = content_tables(shop, names=(*CONTENT_TABLES, "prod2vec", "meta_prod2vec", "content2vec"))
     datasets = {"items": shop.items, "media": shop.media,  # media: 0.1 s for 150 items
-                "users": shop.users, "user_map": s.user_map.to_frame()}
+                "users": shop.users, "user_map": s.user_map.to_frame(), "impressions": shop.impressions}
     for name, fam in FAMILIES.items():
         config = fam.config.model_validate(FAST.get(name, ({}, {}))[0])
         if name in ITEM_VECTORS and set(ITEM_VECTORS[name]) <= set(tables):

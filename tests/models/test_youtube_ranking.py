@@ -21,9 +21,12 @@ from recforge.evaluation.protocols import full_ranking
 from recforge.models.features.ranking_features import (
     Timeline,
     cdf_normalise,
+    impressions_until,
     item_content,
     phi,
     quantile_edges,
+    ranking_content,
+    shown_before,
     training_features,
 )
 from recforge.models.features.youtube_ranking import YouTubeRankingConfig, build
@@ -98,10 +101,39 @@ def test_time_since_category_and_previous_events_on_a_hand_built_example():
     assert (count2.tolist(), since2.tolist(), never2.tolist()) == ([0], [1], [0])
     # serving: as of the end of training (t = 400)
     net = build(YouTubeRankingConfig(dim=4, layers=(8,)), d, category)
-    c, s, n, in_hist = net.serving_features(torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1, 3, 3, 0]))
+    c, s, n, shown, in_hist = net.serving_features(torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1, 3, 3, 0]))
     assert c.tolist() == [2, 1, 0, 0, 0]
     assert s.tolist() == [0, 0, 0, 100, 0] and n.tolist() == [0, 0, 1, 0, 1]
-    assert in_hist.tolist() == [1, 1, 0, 0, 0]
+    assert in_hist.tolist() == [1, 1, 0, 0, 0] and shown.tolist() == [0] * 5  # no impression log
+
+
+def test_previous_impressions_count_the_log_up_to_the_end_of_training_only():
+    import pandas as pd
+
+    category = torch.tensor([0, 0, 1, 1])
+    d = data([0, 0, 0, 1], [0, 1, 0, 2], [100, 250, 400, 300], events=["view"] * 4)
+    users = pd.DataFrame({"user_id": ["a", "b"], "user_idx": [0, 1]})
+    items = pd.DataFrame({"item_id": ["i0", "i1", "i2", "i3"], "item_idx": [0, 1, 2, 3]})
+    log = pd.DataFrame({"user_id": ["a", "a", "a", "b", "zz", "b"], "item_id": ["i3", "i3", "i3", "i0", "i0", "nope"],
+                        "timestamp": [50, 350, 500, 200, 10, 10]})  # 500: after training; zz, nope: unknown ids
+    content = ranking_content(pd.DataFrame({"item_id": items["item_id"]}), log, users, items)
+    assert len(content.impression_ts) == 4  # the unknown user and item dropped
+    net = build(YouTubeRankingConfig(dim=4, layers=(8,)), d, content)
+    *_, shown, _ = net.serving_features(torch.tensor([0, 1, 1]), torch.tensor([3, 0, 3]))
+    assert shown.tolist() == [2, 1, 0]  # the impression at 500 is after training: not counted
+    assert shown_before(impressions_until(content, d), 4, np.array([0, 0]), np.array([3, 3]), np.array([351, 350])).tolist() == [2, 1]
+    batch = next(iter(net_batches(net, d)))
+    assert set(batch) >= {"shown"} and batch["shown"].shape == batch["count"].shape
+    with pytest.raises(ValueError, match=r"impressions table lacks column\(s\) \['timestamp'\]"):
+        ranking_content(items, log.drop(columns="timestamp"), users, items)
+    empty = ranking_content(items, pd.DataFrame(), users, items)
+    assert len(empty.impression_ts) == 0 and build(YouTubeRankingConfig(dim=4, layers=(8,)), d, empty).shown_keys.numel() == 0
+
+
+def net_batches(net, d):
+    from recforge.models.features.youtube_ranking import batches
+
+    return batches(net, d, YouTubeRankingConfig(dim=4, layers=(8,)), 4, torch.Generator().manual_seed(0))
 
 
 def test_timeline_counts_match_a_brute_force():

@@ -106,6 +106,37 @@ def item_content(items: pd.DataFrame, item_map: pd.DataFrame) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class RankingContent:
+    """What the pipelines hand youtube_ranking (`ranking_content`): the items' category codes and
+    the impression log over the id maps (rows of users or items outside the maps dropped)."""
+
+    category: torch.Tensor  # (I,) int64
+    impression_user: np.ndarray  # (M,) int64
+    impression_item: np.ndarray  # (M,) int64
+    impression_ts: np.ndarray  # (M,) int64
+
+
+def ranking_content(items: pd.DataFrame, impressions: pd.DataFrame, user_map: pd.DataFrame,
+                    item_map: pd.DataFrame) -> RankingContent:  # fmt: skip
+    """`item_content`'s category codes and the impressions (user_id, item_id, timestamp) as map
+    indices; an empty impressions table (a source without one) gives none."""
+    category = item_content(items, item_map)
+    missing = [c for c in ("user_id", "item_id", "timestamp") if c not in impressions.columns]
+    if missing and len(impressions.columns):
+        raise ValueError(f"youtube_ranking: the impressions table lacks column(s) {missing}; found {list(impressions.columns)}")
+    if missing or len(impressions) == 0:
+        empty = np.zeros(0, np.int64)
+        return RankingContent(category, empty, empty, empty)
+    users = pd.Index(user_map.sort_values("user_idx")["user_id"].astype("string"))
+    items_ = pd.Index(item_map.sort_values("item_idx")["item_id"].astype("string"))
+    u = users.get_indexer(impressions["user_id"].astype("string"))
+    i = items_.get_indexer(impressions["item_id"].astype("string"))
+    keep = (u >= 0) & (i >= 0)
+    ts = impressions["timestamp"].to_numpy(dtype=np.int64)
+    return RankingContent(category, u[keep].astype(np.int64), i[keep].astype(np.int64), ts[keep])
+
+
+@dataclass(frozen=True)
 class RankingState:
     """Everything the features read, as the network's buffers hold it: built from the training
     split by `ranking_state`, or taken back from a saved state_dict (`inputs_from_state`)."""
@@ -116,7 +147,9 @@ class RankingState:
     cat_keys: torch.Tensor  # (Q,) int64 sorted u·C + c
     cat_since: torch.Tensor  # (Q,) float32 seconds from the last event in c to the end of training
     popularity: torch.Tensor  # (I,) float32 training events per item
-    edges: torch.Tensor  # (3, K+1) float32 quantile edges of since, count, popularity
+    edges: torch.Tensor  # (4, K+1) float32 quantile edges of since, count, popularity, impressions
+    shown_keys: torch.Tensor  # (R,) int64 sorted u·I + i of the pairs shown up to the end of training
+    shown_counts: torch.Tensor  # (R,) float32 impressions of each
 
 
 def training_features(train: InteractionData, category: np.ndarray, user: np.ndarray, item: np.ndarray,
@@ -132,7 +165,28 @@ def training_features(train: InteractionData, category: np.ndarray, user: np.nda
     return count.astype(np.float32), since.astype(np.float32), (~has).astype(np.float32)
 
 
-def ranking_state(train: InteractionData, category: torch.Tensor, quantiles: int) -> RankingState:
+def impressions_until(content: RankingContent | None, train: InteractionData) -> Timeline | None:
+    """The impressions up to the end of `train` (none later: they would leak the future into the
+    features) as a Timeline of u·I + i, or None when there are none."""
+    if content is None or len(content.impression_ts) == 0:
+        return None
+    end = train.timestamp.max() if len(train) else np.iinfo(np.int64).min
+    keep = content.impression_ts <= end
+    if not keep.any():
+        return None
+    key = content.impression_user[keep] * np.int64(train.n_items) + content.impression_item[keep]
+    return Timeline(key, content.impression_ts[keep])
+
+
+def shown_before(shown: Timeline | None, n_items: int, user: np.ndarray, item: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """(N,) float32 impressions of each (user, item) strictly before ts (0 without a log)."""
+    if shown is None:
+        return np.zeros(len(user), np.float32)
+    return shown.count_before(user * np.int64(n_items) + item, ts).astype(np.float32)
+
+
+def ranking_state(train: InteractionData, category: torch.Tensor, quantiles: int,
+                  content: RankingContent | None = None) -> RankingState:  # fmt: skip
     """The serving features as of the end of training, and the quantile edges of the training
     examples' point-in-time features (popularity: over the catalogue)."""
     cat = category.numpy()
@@ -147,11 +201,19 @@ def ranking_state(train: InteractionData, category: torch.Tensor, quantiles: int
     cat_since = (end - ts[order][last_idx]).astype(np.float32)
     count, since, never = training_features(train, cat, u, i, ts)
     pop = train.item_popularity.astype(np.float32)
+    shown = impressions_until(content, train)
+    seen = shown_before(shown, train.n_items, u, i, ts)
     edges = np.stack([quantile_edges(since[never == 0], quantiles), quantile_edges(count, quantiles),
-                      quantile_edges(pop, quantiles)])  # fmt: skip
+                      quantile_edges(pop, quantiles), quantile_edges(seen, quantiles)])  # fmt: skip
+    if shown is None:
+        shown_keys, shown_counts = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    else:
+        shown_keys = shown.groups  # every pair shown up to the end, and how often
+        shown_counts = np.diff(np.r_[shown.starts, len(shown.keys)]).astype(np.float32)
     t = torch.as_tensor
     return RankingState(category.clone(), t(pair_keys, dtype=torch.int64), t(pair_counts, dtype=torch.float32),
-                        t(cat_keys, dtype=torch.int64), t(cat_since), t(pop), t(edges))  # fmt: skip
+                        t(cat_keys, dtype=torch.int64), t(cat_since), t(pop), t(edges),
+                        t(shown_keys, dtype=torch.int64), t(shown_counts, dtype=torch.float32))  # fmt: skip
 
 
 def sparse_lookup(keys: torch.Tensor, values: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

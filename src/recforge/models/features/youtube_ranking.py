@@ -7,13 +7,16 @@ A ReLU tower over features of one (user u, candidate item i) pair, one logit out
                 h_u,                       mean of e_j over u's training items j ≠ i (D,)
                 φ(since(u, cat(i))), never time since u last met i's category    (3,), (1,)
                 φ(count(u, i)),            u's previous events on i                  (3,)
+                φ(shown(u, i)),            previous impressions of i to u            (3,)
                 φ(pop(i)) ]                i's training events                       (3,)
     φ(x) = [x̃, x̃², √x̃],  x̃ = CDF of x over the training examples, in [0, 1)          (§4.1)
     logit = w · ReLU(… ReLU(W_1 x + b_1) …) + b
 
 Deviations, all forced by our sources:
-- "previous impressions": InteractionData has no impression log, so `count(u, i)` is the number
-  of the user's earlier events on the item (views, clicks, … are the impressions we can see).
+- "previous impressions": `shown(u, i)` counts the rows of the source's impression log
+  (`data/03_primary/impressions.parquet`, the shop's; up to the end of training only) that
+  showed i to u; a source without one (MovieLens) leaves it 0, and `count(u, i)`, the user's
+  earlier events on the item (views, clicks, …), is then the only exposure signal.
 - the category is the items table's full `category` path; an item without one (or a source
   without the column, or no items table at all) is its own category, so the feature becomes the
   time since the user last met that item.
@@ -46,11 +49,14 @@ from recforge.data.interactions import InteractionData
 from recforge.models.base import Batch, Family, ModelConfig, RecommenderNetwork
 from recforge.models.features.ranking_features import (
     PHI_COLUMNS,
+    RankingContent,
     RankingState,
     Timeline,
-    item_content,
+    impressions_until,
     phi,
+    ranking_content,
     ranking_state,
+    shown_before,
     sparse_lookup,
     training_features,
 )
@@ -80,6 +86,7 @@ class YouTubeRanker(RecommenderNetwork):
         for name in RankingState.__dataclass_fields__:
             self.register_buffer(name, getattr(state, name))
         self.n_categories = int(state.category.max()) + 1 if n_items else 0
+        self.content: RankingContent | None = None  # the impression log for training; not state
         self.item = nn.Embedding(n_items, config.dim)
         nn.init.normal_(self.item.weight, std=0.1)
         h = config.layers[0]
@@ -87,7 +94,7 @@ class YouTubeRanker(RecommenderNetwork):
         # and user parts once and broadcasts them over the (user, item) grid
         self.item_in = nn.Linear(config.dim + PHI_COLUMNS, h)  # [e_i, φ(pop)]
         self.user_in = nn.Linear(config.dim, h, bias=False)  # h_u
-        self.pair_in = nn.Linear(2 * PHI_COLUMNS + 1, h, bias=False)  # [φ(since), never, φ(count)]
+        self.pair_in = nn.Linear(3 * PHI_COLUMNS + 1, h, bias=False)  # [φ(since), never, φ(count), φ(shown)]
         tower: list[nn.Module] = []
         for a, b in zip(config.layers[:-1], config.layers[1:]):
             tower += [nn.Linear(a, b), nn.ReLU()]
@@ -109,14 +116,14 @@ class YouTubeRanker(RecommenderNetwork):
 
     def logits(self, user_part: torch.Tensor, item_part: torch.Tensor, item_emb: torch.Tensor,
                in_hist: torch.Tensor, n_hist: torch.Tensor, count: torch.Tensor, since: torch.Tensor,
-               never: torch.Tensor) -> torch.Tensor:  # fmt: skip
+               never: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """Broadcastable parts of one grid: user_part W_h·Σe (…, H), item_part (…, H), item_emb
-        W_h·e_i (…, H); in_hist, n_hist, count, since, never (…,) -> logits (…,)."""
+        W_h·e_i (…, H); in_hist, n_hist, count, since, never, shown (…,) -> logits (…,)."""
         # h_u leaves the candidate out: (Σ e_j - [i ∈ hist]·e_i) / (n - [i ∈ hist])
         denom = (n_hist - in_hist).clamp_min(1.0)  # (…,)
         hist = (user_part - in_hist.unsqueeze(-1) * item_emb) / denom.unsqueeze(-1)  # (…, H)
         pair = torch.cat([phi(since, self.edges[0]) * (1 - never).unsqueeze(-1), never.unsqueeze(-1),
-                          phi(count, self.edges[1])], dim=-1)  # (…, 7)  # fmt: skip
+                          phi(count, self.edges[1]), phi(shown, self.edges[3])], dim=-1)  # (…, 10)  # fmt: skip
         h = F.relu(hist + item_part + self.pair_in(pair))  # (…, H)
         return self.out(self.tower(h)).squeeze(-1)  # (…,)
 
@@ -126,24 +133,27 @@ class YouTubeRanker(RecommenderNetwork):
         return part, self.user_in(e)
 
     def pair_logits(self, user: torch.Tensor, item: torch.Tensor, count: torch.Tensor, since: torch.Tensor,
-                    never: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        """(B,) pairs with their (count, since, never) features -> (B,) logits."""
+                    never: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """(B,) pairs with their (count, since, never, shown) features -> (B,) logits."""
         s, n = self.history_sum(user)  # (B, D), (B,)
         _, in_hist = sparse_lookup(self.pair_keys, self.pair_counts, user * self.n_items + item)
         item_part, item_emb = self._item_part(item)
-        return self.logits(self.user_in(s), item_part, item_emb, in_hist.to(s.dtype), n, count, since, never)
+        return self.logits(self.user_in(s), item_part, item_emb, in_hist.to(s.dtype), n, count, since, never, shown)
 
     def serving_features(self, user: torch.Tensor, item: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(count, since, never, in_hist) as of the end of training, for broadcastable user/item."""
-        count, in_hist = sparse_lookup(self.pair_keys, self.pair_counts, user * self.n_items + item)
+        """(count, since, never, shown, in_hist) as of the end of training, for broadcastable
+        user/item."""
+        key = user * self.n_items + item
+        count, in_hist = sparse_lookup(self.pair_keys, self.pair_counts, key)
         since, has = sparse_lookup(self.cat_keys, self.cat_since, user * self.n_categories + self.category[item])
-        return count, since, (~has).to(since.dtype), in_hist.to(since.dtype)
+        shown, _ = sparse_lookup(self.shown_keys, self.shown_counts, key)
+        return count, since, (~has).to(since.dtype), shown, in_hist.to(since.dtype)
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:  # (B,), (B,) -> (B,)
-        count, since, never, in_hist = self.serving_features(user, item)
+        count, since, never, shown, in_hist = self.serving_features(user, item)
         s, n = self.history_sum(user)
         item_part, item_emb = self._item_part(item)
-        return self.logits(self.user_in(s), item_part, item_emb, in_hist, n, count, since, never)
+        return self.logits(self.user_in(s), item_part, item_emb, in_hist, n, count, since, never, shown)
 
     def score_all(self, user: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         s, n = self.history_sum(user)  # (B, D), (B,)
@@ -153,10 +163,10 @@ class YouTubeRanker(RecommenderNetwork):
         out = []
         for start in range(0, self.n_items, chunk):
             items = torch.arange(start, min(start + chunk, self.n_items), device=user.device)  # (C,)
-            count, since, never, in_hist = self.serving_features(user[:, None], items[None, :])  # (B, C) each
+            count, since, never, shown, in_hist = self.serving_features(user[:, None], items[None, :])  # (B, C)
             item_part, item_emb = self._item_part(items)  # (C, H) each
             out.append(self.logits(user_part, item_part[None], item_emb[None], in_hist, n[:, None],
-                                   count, since, never))  # (B, C)  # fmt: skip
+                                   count, since, never, shown))  # (B, C)  # fmt: skip
         return torch.cat(out, dim=1)  # (B, I)
 
     def item_embeddings(self) -> torch.Tensor:
@@ -164,10 +174,13 @@ class YouTubeRanker(RecommenderNetwork):
 
 
 def build(config: YouTubeRankingConfig, train: InteractionData, item_vectors=None) -> YouTubeRanker:
-    """`item_vectors`: `item_content`'s (n_items,) int64 category codes; or float (n_items, F)
+    """`item_vectors`: `ranking_content`'s categories and impressions (what the pipelines hand
+    it); or `item_content`'s (n_items,) int64 category codes alone; or float (n_items, F)
     vectors to start the item embeddings (every item then its own category); or a
     `RankingState` from a saved model (`Recommender.load`); or None."""
-    vectors = None
+    vectors, content = None, None
+    if isinstance(item_vectors, RankingContent):
+        content, item_vectors = item_vectors, item_vectors.category
     if isinstance(item_vectors, RankingState):
         state = item_vectors
     else:
@@ -182,8 +195,9 @@ def build(config: YouTubeRankingConfig, train: InteractionData, item_vectors=Non
         elif item_vectors is not None:
             raise TypeError(f"youtube_ranking: item_vectors must be category codes, float vectors or None, "
                             f"got {type(item_vectors).__name__}")  # fmt: skip
-        state = ranking_state(train, category, config.quantiles)
+        state = ranking_state(train, category, config.quantiles, content)
     net = YouTubeRanker(train.n_users, train.n_items, config, state)
+    net.content = content
     if vectors is not None:
         init_embedding_from_vectors(net.item, vectors, freeze=config.freeze_item_vectors)
     return net
@@ -201,6 +215,7 @@ def batches(network: YouTubeRanker, train: InteractionData, config: YouTubeRanki
     `batch_size` positives and their negatives."""
     category = network.category.cpu().numpy()
     n_items, n_cats = np.int64(train.n_items), np.int64(category.max() + 1)
+    shown_log = impressions_until(network.content, train)
     pairs = Timeline(train.user_idx * n_items + train.item_idx, train.timestamp)
     cats = Timeline(train.user_idx * n_cats + category[train.item_idx], train.timestamp)
     weight = torch.as_tensor(engagement_weights(train, config))  # (N,)
@@ -216,7 +231,8 @@ def batches(network: YouTubeRanker, train: InteractionData, config: YouTubeRanki
         tt = t[:, None].expand(-1, 1 + k)
         feats = training_features(train, category, uu.numpy().ravel(), ii.numpy().ravel(),
                                   tt.numpy().ravel(), pairs, cats)  # fmt: skip
-        count, since, never = (torch.from_numpy(f).view(-1, 1 + k) for f in feats)  # (R, 1+k) each
+        feats = (*feats, shown_before(shown_log, train.n_items, uu.numpy().ravel(), ii.numpy().ravel(), tt.numpy().ravel()))
+        count, since, never, shown = (torch.from_numpy(f).view(-1, 1 + k) for f in feats)  # (R, 1+k) each
         label = torch.zeros(len(idx), 1 + k)
         label[:, 0] = 1
         ww = torch.cat([w[:, None], torch.ones(len(idx), k)], 1)
@@ -224,16 +240,17 @@ def batches(network: YouTubeRanker, train: InteractionData, config: YouTubeRanki
             s = slice(b, b + batch_size)
             yield {"user": uu[s].reshape(-1), "item": ii[s].reshape(-1), "label": label[s].reshape(-1),
                    "weight": ww[s].reshape(-1), "count": count[s].reshape(-1), "since": since[s].reshape(-1),
-                   "never": never[s].reshape(-1)}  # fmt: skip
+                   "never": never[s].reshape(-1), "shown": shown[s].reshape(-1)}  # fmt: skip
 
 
 def loss(network: YouTubeRanker, batch: Batch, config: YouTubeRankingConfig) -> torch.Tensor:
-    z = network.pair_logits(batch["user"], batch["item"], batch["count"], batch["since"], batch["never"])  # (B,)
+    z = network.pair_logits(batch["user"], batch["item"], batch["count"], batch["since"], batch["never"],
+                            batch["shown"])  # (B,)
     return weighted_logistic_loss(z, batch["label"], batch["weight"])
 
 
 FAMILY = Family(
     name="youtube_ranking", config=YouTubeRankingConfig, build=build, batches=batches, loss=loss,
-    paper="Covington, Adams & Sargin 2016 (YouTube DNN, ranking)", item_content=item_content,
-    inputs_from_state=inputs_from_state,
+    paper="Covington, Adams & Sargin 2016 (YouTube DNN, ranking)", item_content=ranking_content,
+    content_inputs=("items", "impressions", "user_map"), inputs_from_state=inputs_from_state,
 )
