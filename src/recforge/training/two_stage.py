@@ -73,6 +73,14 @@ class TwoStageConfig(BaseModel):
     # exact flat by default, ivf / hnsw for large catalogues; other retrievers score every item
     index: AnnConfig = AnnConfig()
 
+    def chain(self, name: str, stage: str = "two_stage") -> ChainConfig:
+        """The chain named `<retriever>__<ranker>`; a ValueError (prefixed with `stage`) when
+        none is declared."""
+        for chain in self.chains:
+            if chain.name == name:
+                return chain
+        raise ValueError(f"{stage}: no chain {name!r} in params:two_stage.chains")
+
     def n_for(self, retriever: str) -> int:
         """The most candidates any chain asks of `retriever` (0 when none does)."""
         return max((c.n for c in self.chains if c.retriever == retriever), default=0)

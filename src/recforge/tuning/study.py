@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -356,6 +356,76 @@ def study_name(family: str, source: str | None, tuning: TuningConfig) -> str:
     return tuning.study_name or (f"{family}.{source}" if source else family)
 
 
+def run_study(
+    plan: Plan,
+    storage_url: str,
+    objective: Callable[[optuna.Trial], Any],
+    *,
+    name: str,
+    subject: str,
+    pruner: optuna.pruners.BasePruner,
+    baseline: dict[str, Any] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> tuple[optuna.Study, list[optuna.trial.FrozenTrial], float]:
+    """Create (or resume) the study `name` on `storage_url` with the plan's directions and
+    sampler, enqueue `baseline` as the first trial of a new study, run `plan.tuning.n_trials`
+    trials of `objective` (or until `timeout` / `max_trials`) and return (the study, this run's
+    trials, its seconds). Failed trials are recorded and the study goes on; `TuningFailed`
+    (naming `subject`) when no trial of this run completed."""
+    tuning = plan.tuning
+    study = optuna.create_study(
+        storage=open_storage(storage_url, tuning.heartbeat_seconds),
+        study_name=name,
+        sampler=make_sampler(tuning, len(plan.directions)),
+        pruner=pruner,
+        directions=plan.directions,
+        load_if_exists=True,
+    )
+    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in plan.directions]:
+        raise ValueError(
+            f"study {study.study_name!r} in {redact(storage_url)} was created with directions "
+            f"{[d.name.lower() for d in study.directions]}, not {plan.directions}; set another study_name"
+        )
+    if not study.trials and baseline is not None:  # trial 0: the declared parameters, so tuned is never worse on valid
+        study.enqueue_trial(baseline, user_attrs={"baseline": True})
+    study.set_user_attr("metric", plan.metric.name)
+    study.set_user_attr("objectives", plan.objective_names)
+    for key, value in (attrs or {}).items():
+        study.set_user_attr(key, value)
+    callbacks = []
+    if tuning.max_trials is not None:
+        callbacks.append(optuna.study.MaxTrialsCallback(tuning.max_trials, states=FINISHED))
+        if sum(t.state in FINISHED for t in study.trials) >= tuning.max_trials:
+            logger.info("study %s already holds %d finished trials (max_trials)", study.study_name, tuning.max_trials)
+    made: list[int] = []  # this run's trials (other workers may add theirs to the study meanwhile)
+
+    def counted(trial: optuna.Trial):
+        made.append(trial.number)
+        return objective(trial)
+
+    t0 = time.perf_counter()
+    remaining = tuning.n_trials
+    if tuning.max_trials is not None:
+        remaining = min(remaining, max(tuning.max_trials - sum(t.state in FINISHED for t in study.trials), 0))
+    if remaining:
+        study.optimize(
+            counted, n_trials=remaining, timeout=tuning.timeout, catch=(Exception,),
+            callbacks=callbacks, gc_after_trial=False,
+        )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    mine = [t for t in study.trials if t.number in set(made)]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    failed = [t for t in mine if t.state == optuna.trial.TrialState.FAIL]
+    if not complete or (mine and len(failed) == len(mine)):
+        first = failed[0].user_attrs.get("fail_reason", "no reason recorded") if failed else None
+        detail = f"the first failure (trial {failed[0].number}): {first}" if failed else "every trial was pruned"
+        raise TuningFailed(
+            f"{subject}: none of the {len(mine)} trial(s) of this run of study {study.study_name!r} "
+            f"completed; {detail}"
+        )
+    return study, mine, seconds
+
+
 def tune(
     plan: Plan,
     train: InteractionData,
@@ -373,59 +443,12 @@ def tune(
     if len(valid) == 0:
         raise ValueError(f"{plan.family.name}: the valid split is empty, there is nothing to tune on")
     tuning = plan.tuning
-    storage = open_storage(storage_url, tuning.heartbeat_seconds)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=name or plan.family.name,
-        sampler=make_sampler(tuning, len(plan.directions)),
-        pruner=make_pruner(tuning, int(plan.base_training.get("epochs", TrainConfig().epochs))),
-        directions=plan.directions,
-        load_if_exists=True,
-    )
-    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in plan.directions]:
-        raise ValueError(
-            f"study {study.study_name!r} in {redact(storage_url)} was created with directions "
-            f"{[d.name.lower() for d in study.directions]}, not {plan.directions}; set another study_name"
-        )
-    if not study.trials and tuning.try_defaults:
-        start = baseline_params(plan)
-        if start is not None:  # trial 0 is the family's own parameters: tuned is never worse on valid
-            study.enqueue_trial(start, user_attrs={"baseline": True})
-    study.set_user_attr("metric", plan.metric.name)
-    study.set_user_attr("objectives", plan.objective_names)
-    callbacks = []
-    if tuning.max_trials is not None:
-        callbacks.append(optuna.study.MaxTrialsCallback(tuning.max_trials, states=FINISHED))
-        if sum(t.state in FINISHED for t in study.trials) >= tuning.max_trials:
-            logger.info("study %s already holds %d finished trials (max_trials)", study.study_name, tuning.max_trials)
     fit_trial = make_objective(plan, train, valid, seen=seen, item_vectors=item_vectors, warm_start=warm_start)
-    made: list[int] = []  # this run's trials (other workers may add theirs to the study meanwhile)
-
-    def objective(trial: optuna.Trial):
-        made.append(trial.number)
-        return fit_trial(trial)
-
-    t0 = time.perf_counter()
-    remaining = tuning.n_trials
-    if tuning.max_trials is not None:
-        remaining = min(remaining, max(tuning.max_trials - sum(t.state in FINISHED for t in study.trials), 0))
-    if remaining:
-        study.optimize(
-            objective, n_trials=remaining, timeout=tuning.timeout, catch=(Exception,),
-            callbacks=callbacks, gc_after_trial=False,
-        )  # fmt: skip
-    seconds = time.perf_counter() - t0
-    mine = [t for t in study.trials if t.number in set(made)]
+    pruner = make_pruner(tuning, int(plan.base_training.get("epochs", TrainConfig().epochs)))
+    baseline = baseline_params(plan) if tuning.try_defaults else None
+    study, mine, seconds = run_study(plan, storage_url, fit_trial, name=name or plan.family.name,
+                                     subject=plan.family.name, pruner=pruner, baseline=baseline)  # fmt: skip
     result = TuningResult(study, plan, redact(storage_url), seconds, [t.number for t in mine])
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    failed = [t for t in mine if t.state == optuna.trial.TrialState.FAIL]
-    if not complete or (mine and len(failed) == len(mine)):
-        first = failed[0].user_attrs.get("fail_reason", "no reason recorded") if failed else None
-        detail = f"the first failure (trial {failed[0].number}): {first}" if failed else "every trial was pruned"
-        raise TuningFailed(
-            f"{plan.family.name}: none of the {len(mine)} trial(s) of this run of study {study.study_name!r} "
-            f"completed; {detail}"
-        )
     logger.info(
         "%s: %d trial(s) in %.1f s; best %s %s", plan.family.name, len(mine), seconds, plan.metric.name,
         [round(v, 5) for t in result.best_trials[:1] for v in t.values],

@@ -12,9 +12,10 @@ retriever (and its head copy) are fitted once per study, not per trial. The test
 argument of anything here.
 
 The study reuses the tuning package: the space's `model` / `training` keys are a `SearchSpace`
-(checked against the ranker's config classes by `validate_space`, drawn by `suggest`), the sampler
-comes from `make_sampler`, the storage from `open_storage`, and the result is a `TuningResult`
-whose trials table and Markdown page are `tuning.report`'s.
+(checked against the ranker's config classes by `validate_space`, drawn by `suggest`), the study
+is created, resumed and run by `tuning.study.run_study` (the sampler, storage, baseline trial,
+`max_trials` and failure rules of every study), and the result is a `TuningResult` whose trials
+table and Markdown page are `tuning.report`'s.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from recforge.training.two_stage import ChainConfig, TwoStageConfig
 from recforge.tuning import report
 from recforge.tuning.config import TuningConfig
 from recforge.tuning.space import CategoricalDist, IntDist, SearchSpace, SpaceError, decode_params, suggest, validate_space
-from recforge.tuning.storage import open_storage, redact
-from recforge.tuning.study import FINISHED, Plan, TuningFailed, TuningResult, baseline_params, make_sampler
+from recforge.tuning.storage import redact
+from recforge.tuning.study import Plan, TuningResult, baseline_params, run_study
 
 logger = logging.getLogger(__name__)
 
@@ -271,30 +272,11 @@ def tune_chain(
     space, metric, tuning = chain_plan.space, plan.metric, plan.tuning
     n_max = space.n_max()
     started = time.perf_counter()
-    labelled, head, served, seconds = _split_candidates(retriever, train, valid, n_max, config, retriever_vectors)
+    labelled, head, served, retrieval_s = _split_candidates(retriever, train, valid, n_max, config, retriever_vectors)
     logger.info("two_stage_tuning %s: candidates at N=%d in %.1f s (%d train, %d valid rows)",
                 chain.name, n_max, time.perf_counter() - started, len(labelled), len(served))
 
-    study = optuna.create_study(
-        storage=open_storage(storage_url, tuning.heartbeat_seconds),
-        study_name=name or chain.name, sampler=make_sampler(tuning), pruner=optuna.pruners.NopPruner(),
-        direction=metric.direction, load_if_exists=True,
-    )  # fmt: skip
-    if list(study.directions) != [optuna.study.StudyDirection[metric.direction.upper()]]:
-        raise ValueError(f"study {study.study_name!r} in {redact(storage_url)} was created with another "
-                         "direction; set another study_name")
-    if not study.trials and tuning.try_defaults and chain.n in space.n_values():
-        start = baseline_params(plan)
-        if start is not None:  # trial 0 is the chain as declared: tuned is never worse on valid
-            study.enqueue_trial({**start, N_PARAM: chain.n}, user_attrs={"baseline": True})
-    study.set_user_attr("metric", metric.name)
-    study.set_user_attr("objectives", plan.objective_names)
-    study.set_user_attr("chain", chain.name)
-
-    made: list[int] = []  # this run's trials (other workers may add theirs to the study meanwhile)
-
     def objective(trial: optuna.Trial) -> float:
-        made.append(trial.number)
         try:
             if isinstance(space.n, CategoricalDist):
                 n = int(trial.suggest_categorical(N_PARAM, space.n.choices))
@@ -305,7 +287,7 @@ def tune_chain(
             training = {**plan.base_training, **train_over}
             ranker = two_stage.fit_ranker(chain.ranker, model, training, head, labelled[labelled["rank"] <= n],
                                           item_vectors, serve=train)  # fmt: skip
-            scores = two_stage.evaluate_chain(served, ranker, valid, n, (metric.k,), seconds)
+            scores = two_stage.evaluate_chain(served, ranker, valid, n, (metric.k,), retrieval_s)
             if metric.name not in scores["reranked"]:
                 raise ValueError(f"metric {metric.name!r} is not among the reranked metrics {sorted(scores['reranked'])}")
             value = float(scores["reranked"][metric.name])
@@ -324,24 +306,13 @@ def tune_chain(
             logger.warning("two_stage_tuning %s trial %d failed: %s", chain.name, trial.number, reason)
             raise
 
-    callbacks = []
-    remaining = tuning.n_trials
-    if tuning.max_trials is not None:
-        callbacks.append(optuna.study.MaxTrialsCallback(tuning.max_trials, states=FINISHED))
-        remaining = min(remaining, max(tuning.max_trials - sum(t.state in FINISHED for t in study.trials), 0))
-    t0 = time.perf_counter()
-    if remaining:
-        study.optimize(objective, n_trials=remaining, timeout=tuning.timeout, catch=(Exception,),
-                       callbacks=callbacks, gc_after_trial=False)  # fmt: skip
-    mine = [t for t in study.trials if t.number in set(made)]
-    result = ChainTuningResult(study, plan, redact(storage_url), time.perf_counter() - t0, [t.number for t in mine], chain)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    failed = [t for t in mine if t.state == optuna.trial.TrialState.FAIL]
-    if not complete or (mine and len(failed) == len(mine)):
-        first = failed[0].user_attrs.get("fail_reason", "no reason recorded") if failed else "no trial ran"
-        raise TuningFailed(f"two_stage_tuning: none of the {len(mine)} trial(s) of chain {chain.name!r} "
-                           f"(study {study.study_name!r}) completed; the first failure: {first}")
-    return result
+    start = baseline_params(plan) if tuning.try_defaults and chain.n in space.n_values() else None
+    study, mine, seconds = run_study(
+        plan, storage_url, objective, name=name or chain.name, subject=f"two_stage_tuning: chain {chain.name!r}",
+        pruner=optuna.pruners.NopPruner(), baseline=None if start is None else {**start, N_PARAM: chain.n},
+        attrs={"chain": chain.name},
+    )  # fmt: skip
+    return ChainTuningResult(study, plan, redact(storage_url), seconds, [t.number for t in mine], chain)
 
 
 def chain_trials_table(result: ChainTuningResult) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from recforge.pipelines.training.pipeline import ITEM_VECTORS
 from recforge.training import two_stage
 from recforge.training.inputs import item_side
 from recforge.training.recommender import Recommender
-from recforge.training.two_stage import ChainConfig, TwoStageConfig
+from recforge.training.two_stage import TwoStageConfig
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +50,6 @@ def generate_candidates(
     return frame, {"retriever": model.name, "n": n, "retrieval_seconds_per_user": seconds}
 
 
-def _chain(two_stage_config: TwoStageConfig, name: str) -> ChainConfig:
-    for chain in two_stage_config.chains:
-        if chain.name == name:
-            return chain
-    raise ValueError(f"two_stage: no chain {name!r} in params:two_stage.chains")
-
-
 def make_fit_ranker(chain: str):
     """The `fit_ranker` node of one chain."""
 
@@ -65,7 +58,7 @@ def make_fit_ranker(chain: str):
         two_stage_config: TwoStageConfig, ranker_params: dict[str, Any], *upstream: Any,
     ) -> Recommender:
         """The chain's ranker, built on the training head and fitted on the labelled candidates."""
-        c = _chain(two_stage_config, chain)
+        c = two_stage_config.chain(chain)
         model = {**(ranker_params or {}).get("model", {}), **c.model}
         training = {**(ranker_params or {}).get("training", {}), **c.training}
         training.pop("early_stopping_metric", None)  # no validation candidates in the ranker's fit
@@ -89,7 +82,7 @@ def make_evaluate_chain(chain: str):
         user_map: pd.DataFrame, item_map: pd.DataFrame, two_stage_config: TwoStageConfig,
     ) -> dict[str, Any]:
         """Candidate recall@N, reranked vs retriever-alone metrics and latency of the chain."""
-        c = _chain(two_stage_config, chain)
+        c = two_stage_config.chain(chain)
         served = candidates[candidates["split"] == "test"]
         out = two_stage.evaluate_chain(served, ranker, _data(test, user_map, item_map, "test"), c.n,
                                        two_stage_config.ks, stats["retrieval_seconds_per_user"])

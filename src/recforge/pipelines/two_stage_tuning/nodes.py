@@ -13,20 +13,13 @@ from recforge.data.interactions import InteractionData
 from recforge.pipelines.training.pipeline import ITEM_VECTORS
 from recforge.training.inputs import item_side
 from recforge.training.recommender import Recommender
-from recforge.training.two_stage import ChainConfig, TwoStageConfig
+from recforge.training.two_stage import TwoStageConfig
 from recforge.tuning import two_stage as tuning
 from recforge.tuning.storage import TuningStorage
 from recforge.tuning.study import study_name
 from recforge.tuning.two_stage import TwoStageTuningConfig
 
 logger = logging.getLogger(__name__)
-
-
-def _chain(two_stage_config: TwoStageConfig, name: str) -> ChainConfig:
-    for chain in two_stage_config.chains:
-        if chain.name == name:
-            return chain
-    raise ValueError(f"two_stage_tuning: no chain {name!r} in params:two_stage.chains")
 
 
 def make_tune_chain(chain: str, n_ranker_side: int = 0) -> Callable[..., tuple]:
@@ -53,7 +46,7 @@ def make_tune_chain(chain: str, n_ranker_side: int = 0) -> Callable[..., tuple]:
         *upstream: Any,
     ) -> tuple[dict[str, Any], pd.DataFrame, str, Any]:
         """Run (or resume) the chain's study on the validation period and report it."""
-        c = _chain(two_stage_config, chain)
+        c = two_stage_config.chain(chain, "two_stage_tuning")
         two_stage_tuning.check_chains(two_stage_config.chains)
         config = two_stage_tuning.for_chain(chain)
         plan = tuning.plan_chain(c, config, ranker_params, len(item_map))  # before anything is fitted
