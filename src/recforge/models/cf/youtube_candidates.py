@@ -16,7 +16,7 @@ read by the pipelines as the family's content): the "search tokens" as the embed
 titles and texts of the user's history items (each item's hashed words averaged, then averaged
 over the history: a bag of the words the user has been reading), and the demographics as one
 embedding per attribute column of the users table (categories as they are, numbers in
-`demographic_buckets` quantile buckets; code 0 = unknown, which users unseen in training get).
+`DEMOGRAPHIC_BUCKETS` quantile buckets; code 0 = unknown, which users unseen in training get).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch import nn
 
 from recforge.encoders.text import item_documents
 from recforge.models.base import ContentAndVectors, Family, ModelConfig, RecommenderNetwork
-from recforge.models.content.tag_attention_cnn import fold_tokens, hash_words
+from recforge.models.content.tag_attention_cnn import TEXT_FIELDS, fold_tokens, hash_words
 from recforge.models.layers import init_embedding_from_vectors, lookup
 from recforge.training.losses import sampled_softmax
 from recforge.training.samplers import popularity_log_probs, shuffled_batches
@@ -65,7 +65,6 @@ class YouTubeCandidatesConfig(ModelConfig):
     demographic_dropout: float = Field(0.1, ge=0, lt=1)
 
 
-TEXT_FIELDS = ("title", "text")
 DEMOGRAPHIC_BUCKETS = 10  # quantile buckets of a numeric users column
 MAX_CATEGORIES = 1000  # codes per categorical users column; rarer values share one
 
